@@ -1,0 +1,250 @@
+"""A small hub of demo repos, with the outcome a crawl should reach on each.
+
+Served by :mod:`crawler.hub_server`, it exercises every branch of a scan:
+undocumented classifiers to investigate (the demo models of
+:mod:`plugin.demo_models`, whose ground truth is known), documented models to
+skip, a pickle that would run code when loaded, a truncated safetensors file
+and a feature encoder without a head. Every repo carries the ``timm`` tag.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from plugin.demo_models import ALL_DEMO_MODELS, build_demo_models, build_key, model_dir
+
+OWNER = "demo"
+INVESTIGATE = "investigate"
+SKIPPED_DOCUMENTED = "skipped-documented"
+SKIPPED_ENCODER = "skipped-encoder"
+REFUSED_UNSAFE = "refused-unsafe"
+FAILED_CORRUPT = "failed-corrupt"
+OUTCOMES = (INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_UNSAFE, FAILED_CORRUPT)
+
+# The pickle payload touches the file named by this variable, if it is set:
+# harmless by default, and a test can prove that loading never ran it.
+PAYLOAD_MARKER_ENV = "DOMAIN_FINDER_PAYLOAD_MARKER"
+_MARKER_FILE = ".demo-hub.json"  # hidden, so the server does not list it
+
+# A README that is only metadata, as timm's push_to_hub writes when nobody edits it.
+FRONT_MATTER_ONLY = "---\nlibrary_name: timm\ntags:\n- image-classification\n- timm\n---\n"
+FASHION_CARD = """---
+library_name: timm
+tags:
+- image-classification
+- timm
+datasets:
+- fashion_mnist
+license: mit
+---
+# Fashion-MNIST ResNet
+
+A small ResNet (timm `test_resnet`) trained from scratch on the Fashion-MNIST
+training split (50,000 grayscale 28x28 images of Zalando clothing articles,
+upscaled to 32x32 RGB) for three epochs with AdamW and random shifts. It
+predicts the ten Fashion-MNIST classes: T-shirt/top, trouser, pullover, dress,
+coat, sandal, shirt, sneaker, bag and ankle boot. Held-out accuracy is about
+89% on the last 10,000 training images, which were never used for training.
+"""
+DIGITS_CARD = """---
+library_name: timm
+tags:
+- image-classification
+- timm
+---
+# Handwritten digit classifier
+
+This model was trained on the UCI optical recognition of handwritten digits
+data set (the 8x8 images shipped with scikit-learn as `load_digits`), upscaled
+to 32x32 RGB. It recognises the digits zero to nine, in order; the class names
+are in `config.json`. Training ran for thirty epochs; about one image in five
+was held out to measure accuracy, which is above 90%.
+"""
+
+# repo name -> (expected outcome, demo model whose weights it reuses)
+REPOS: dict[str, tuple[str, str]] = {
+    "fashion10": (INVESTIGATE, "fashion10"),
+    "footwear": (INVESTIGATE, "footwear"),
+    "upper-body": (INVESTIGATE, "upper-body"),
+    "digits": (INVESTIGATE, "digits"),
+    "tf_efficientnet_lite0": (INVESTIGATE, "tf_efficientnet_lite0"),
+    "fashion-documented": (SKIPPED_DOCUMENTED, "fashion10"),
+    "digits-labelled": (SKIPPED_DOCUMENTED, "digits"),
+    "pickled-payload": (REFUSED_UNSAFE, "footwear"),
+    "truncated-weights": (FAILED_CORRUPT, "upper-body"),
+    "resnet-encoder": (SKIPPED_ENCODER, "fashion10"),
+}
+# Undocumented repos that get a front-matter-only README; the others get none.
+_FRONT_MATTER_ONLY = {"footwear", "digits", "truncated-weights"}
+
+
+def repo_id(name: str) -> str:
+    return f"{OWNER}/{name}"
+
+
+def expected_outcomes() -> dict[str, str]:
+    """``repo_id -> expected outcome`` for every demo hub repo."""
+    return {repo_id(n): outcome for n, (outcome, _) in REPOS.items()}
+
+
+def source_models() -> dict[str, str]:
+    """``repo_id -> demo model name`` whose ground truth applies (investigated repos only)."""
+    return {repo_id(n): model for n, (outcome, model) in REPOS.items() if outcome == INVESTIGATE}
+
+
+def hub_key() -> str:
+    """Changes whenever this recipe or the demo models' recipe changes."""
+    return hashlib.sha256(Path(__file__).read_bytes() + build_key().encode()).hexdigest()[:12]
+
+
+class _Payload:
+    """Pickles to a call of ``exec``: what a malicious checkpoint looks like."""
+
+    CODE = ("import os, pathlib\n"
+            f"p = os.environ.get({PAYLOAD_MARKER_ENV!r})\n"
+            "p and pathlib.Path(p).write_text('payload ran')\n")
+
+    def __reduce__(self):
+        return (exec, (self.CODE,))
+
+
+def write_unsafe_pickle(path: Path, state_dict: dict) -> None:
+    """Writes a torch checkpoint whose unpickling would run :class:`_Payload`.
+
+    The tensors are real, so only a scan of the pickle's imports can tell it
+    from an honest ``pytorch_model.bin``.
+    """
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": dict(state_dict), "training_args": _Payload()}, str(path))
+
+
+def write_tiny_repo(folder: str | Path, num_classes: int = 3, seed: int = 0, weights: str = "safetensors",
+                    card: str | None = None, label_names: list[str] | None = None,
+                    architecture: str = "test_resnet") -> Path:
+    """Writes a small real timm repo (``test_resnet``: 1.5 MB) for tests and examples.
+
+    Args:
+        folder: the repo folder to create.
+        num_classes: 0 writes a head-less encoder.
+        seed: weight initialisation seed (different seeds, different shas).
+        weights: ``"safetensors"``, ``"pickle"`` (an honest ``pytorch_model.bin``),
+            ``"both"``, or ``"unsafe"`` (a pickle carrying :class:`_Payload`).
+        card: README.md text, or None for no README.
+        label_names: written to ``config.json`` when given.
+    """
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from plugin.demo_models import DEMO_PRETRAINED_CFG
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    sd = {k: v.contiguous() for k, v in timm.create_model(architecture, num_classes=num_classes).state_dict().items()}
+    if weights in ("safetensors", "both"):
+        save_file(sd, str(folder / "model.safetensors"))
+    if weights in ("pickle", "both"):
+        torch.save(sd, str(folder / "pytorch_model.bin"))
+    if weights == "unsafe":
+        write_unsafe_pickle(folder / "pytorch_model.bin", sd)
+    cfg = {"architecture": architecture, "num_classes": num_classes, "pretrained_cfg": DEMO_PRETRAINED_CFG}
+    if label_names is not None:
+        cfg["label_names"] = list(label_names)
+    _write_config(folder, cfg)
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    return folder
+
+
+def _state_dict(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def _write_config(folder: Path, cfg: dict) -> None:
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def _build_repo(name: str, model: str, dest: Path) -> None:
+    from safetensors.torch import save_file
+
+    src, out = model_dir(model), dest / OWNER / name
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = _config(src)
+    if name == "pickled-payload":
+        write_unsafe_pickle(out / "pytorch_model.bin", _state_dict(src))
+        _write_config(out, cfg)
+        return
+    if name == "resnet-encoder":
+        import timm
+
+        # The same backbone without its head: timm's num_classes=0 encoder.
+        keys = timm.create_model(cfg["architecture"], pretrained=False, num_classes=0).state_dict().keys()
+        save_file({k: v.contiguous() for k, v in _state_dict(src).items() if k in keys}, str(out / "model.safetensors"))
+        _write_config(out, {**cfg, "num_classes": 0})
+        return
+    if name == "truncated-weights":
+        data = (src / "model.safetensors").read_bytes()
+        (out / "model.safetensors").write_bytes(data[: len(data) // 2])  # an interrupted upload
+    else:
+        shutil.copyfile(src / "model.safetensors", out / "model.safetensors")
+    if name == "digits-labelled":
+        cfg = {**cfg, "label_names": [str(i) for i in range(cfg["num_classes"])]}
+    _write_config(out, cfg)
+    card = {"fashion-documented": FASHION_CARD, "digits-labelled": DIGITS_CARD}.get(name)
+    if card is None and name in _FRONT_MATTER_ONLY:
+        card = FRONT_MATTER_ONLY
+    if card is not None:
+        (out / "README.md").write_text(card)
+
+
+def build_demo_hub(dest: str | Path) -> dict[str, str]:
+    """Builds the demo hub under ``dest`` (once); returns :func:`expected_outcomes`.
+
+    Idempotent: a hub already built from the same recipe is left untouched,
+    a missing or outdated one is rebuilt in a temporary folder and swapped in.
+    Trains the demo models first if they are not cached (about 2 minutes).
+    """
+    dest = Path(dest)
+    key = hub_key()
+    marker = dest / _MARKER_FILE
+    expected = expected_outcomes()
+    if marker.is_file():
+        try:
+            if json.loads(marker.read_text()).get("key") == key and all((dest / r).is_dir() for r in expected):
+                return expected
+        except (json.JSONDecodeError, AttributeError):
+            pass  # a damaged marker means an unknown state: rebuild
+    truth = build_demo_models(progress=True)
+    needed = {m for _, m in REPOS.values()}
+    if not needed <= set(ALL_DEMO_MODELS) or not needed <= set(truth.get("models", {})):
+        raise RuntimeError(f"demo models missing from the build: {sorted(needed - set(truth.get('models', {})))}")
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, (_, model) in REPOS.items():
+        _build_repo(name, model, tmp)
+    (tmp / _MARKER_FILE).write_text(json.dumps({"key": key, "expected": expected}, indent=2))
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dest)
+    return expected
+
+
+def bump_repo(dest: str | Path, repo: str) -> None:
+    """Changes one repo harmlessly (a counter in ``config.json``) so its sha changes."""
+    folder = Path(dest) / repo
+    cfg = _config(folder)
+    cfg["revision_counter"] = int(cfg.get("revision_counter", 0)) + 1
+    _write_config(folder, cfg)

@@ -1,0 +1,125 @@
+"""Typed findings with a stable JSON form.
+
+Tools script against these keys, so they only ever grow: ``model``,
+``num_classes``, ``queries``, ``recipe``, ``classes`` and ``verdict``; later
+checks add their own top-level keys through ``extra``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FINDINGS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of the corpus tree (a leaf or an inner synset)."""
+
+    synset: str
+    name: str
+
+    def to_dict(self) -> dict:
+        return {"synset": self.synset, "name": self.name}
+
+
+@dataclass(frozen=True)
+class LeafScore:
+    synset: str
+    name: str
+    score: float  # raw functional score l(i, j)
+    adjusted: float  # Wilson lower bound given the leaf's number of images
+
+    def to_dict(self) -> dict:
+        return {"synset": self.synset, "name": self.name, "score": round(self.score, 6), "adjusted": round(self.adjusted, 6)}
+
+
+@dataclass(frozen=True)
+class ClassFinding:
+    """What the search concluded for one output class of the model."""
+
+    index: int
+    found: bool
+    leaves: tuple[Node, ...]
+    domain: Node | None
+    functional_score: float
+    semantic_score: float
+    objective: float
+    n_samples: int
+    top_leaves: tuple[LeafScore, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "found": self.found,
+            "leaves": [n.to_dict() for n in self.leaves],
+            "domain": self.domain.to_dict() if self.domain else None,
+            "functional_score": round(self.functional_score, 6),
+            "semantic_score": round(self.semantic_score, 6),
+            "objective": round(self.objective, 6),
+            "n_samples": self.n_samples,
+            "top_leaves": [t.to_dict() for t in self.top_leaves],
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # one-domain | several-domains | not-found
+    domain: Node | None
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "domain": self.domain.to_dict() if self.domain else None}
+
+
+@dataclass(frozen=True)
+class Findings:
+    """The model-level finding: per-class findings plus a verdict."""
+
+    model: str
+    num_classes: int
+    queries: int
+    recipe: dict
+    classes: tuple[ClassFinding, ...]
+    verdict: Verdict
+    corpus: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def found_fraction(self) -> float:
+        return sum(c.found for c in self.classes) / max(1, len(self.classes))
+
+    @property
+    def mean_functional_score(self) -> float:
+        found = [c.functional_score for c in self.classes if c.found]
+        return float(sum(found) / len(found)) if found else 0.0
+
+    def to_dict(self) -> dict:
+        out = {
+            "version": FINDINGS_VERSION,
+            "model": self.model,
+            "corpus": self.corpus,
+            "num_classes": self.num_classes,
+            "queries": self.queries,
+            "recipe": self.recipe,
+            "classes": [c.to_dict() for c in self.classes],
+            "verdict": self.verdict.to_dict(),
+        }
+        for k, v in self.extra.items():
+            out.setdefault(k, v)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    def with_extra(self, key: str, value: Any) -> "Findings":
+        from dataclasses import replace
+
+        return replace(self, extra={**self.extra, key: value})

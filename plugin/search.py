@@ -1,0 +1,324 @@
+"""The corpus-based domain search (Zhang et al., §4; METHOD.md steps 1-5).
+
+Pure algorithm: it sees a :class:`~crawler.blackbox.BlackBox` and a
+:class:`~plugin.corpora.Corpus` and nothing else, no MLflow and no files.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from plugin.corpora import Corpus
+from plugin.errors import CorpusError
+from plugin.findings import ClassFinding, Findings, LeafScore, Node, Verdict
+from plugin.recipe import Recipe
+from plugin.transforms import expand_leaf
+
+Progress = Callable[[int], None]  # called with the number of queries just made
+CHUNK = 512  # images expanded ahead of the black box; bounds memory on ImageNet
+
+
+@dataclass
+class ScorePass:
+    """The result of the one pass over the corpus (step 1).
+
+    Attributes:
+        counts: ``(num_classes, num_leaves)`` copies of leaf j labelled i.
+        totals: copies sent per leaf.
+        n_images: distinct images per leaf.
+        labels: per leaf, an ``(n_images, copies)`` array of hard labels.
+    """
+
+    leaves: list[str]
+    counts: np.ndarray
+    totals: np.ndarray
+    n_images: np.ndarray
+    labels: list[np.ndarray]
+    queries: int
+    seconds: float
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The functional-score matrix ``l(i, j)``."""
+        return self.counts / np.maximum(self.totals, 1)[None, :]
+
+
+def wilson_lower_bound(p: np.ndarray | float, n: np.ndarray | float, z: float) -> np.ndarray:
+    """Lower confidence bound of a proportion observed on ``n`` images.
+
+    Copies of one image are strongly correlated, so ``n`` is the number of
+    distinct images: a one-image leaf at 1.0 is weak evidence (METHOD.md,
+    "Generality"), a 50-image leaf at 0.9 is strong.
+    """
+    p = np.asarray(p, dtype=float)
+    n = np.maximum(np.asarray(n, dtype=float), 1e-9)
+    if z <= 0:
+        return p
+    denom = 1 + z * z / n
+    centre = p + z * z / (2 * n)
+    margin = z * np.sqrt(np.maximum(p * (1 - p) / n + z * z / (4 * n * n), 0))
+    return np.clip((centre - margin) / denom, 0.0, 1.0)
+
+
+def functional_scores(blackbox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None) -> ScorePass:
+    """Step 1: one batched pass giving ``l(i, j)`` for every class at once."""
+    t0 = time.time()
+    start_queries = blackbox.num_queries
+    copies = recipe.copies_per_image
+    leaves = corpus.leaves
+    n_images = np.array([min(len(l), recipe.images_per_leaf) for l in leaves])
+    labels = [np.full((n, copies), -1, dtype=np.int64) for n in n_images]
+    pending: list[np.ndarray] = []
+    where: list[tuple[int, int, int]] = []  # (leaf, image, copy) of each pending image
+
+    def flush():
+        if not pending:
+            return
+        out = blackbox.predict(pending)
+        for (j, img, c), lab in zip(where, out):
+            labels[j][img, c] = lab
+        if progress:
+            progress(len(pending))
+        pending.clear()
+        where.clear()
+
+    for j, leaf in enumerate(leaves):
+        imgs = [leaf.images[k] for k in range(n_images[j])]
+        expanded = expand_leaf(imgs, recipe, seed=recipe.seed * 1_000_003 + j)
+        for pos, img in enumerate(expanded):
+            pending.append(img)
+            where.append((j, pos // copies, pos % copies))
+            if len(pending) >= CHUNK:
+                flush()
+    flush()
+    observed = max((int(l.max()) for l in labels if l.size), default=-1) + 1
+    num_classes = blackbox.num_classes or observed
+    if observed > num_classes:
+        raise ValueError(f"black box returned label {observed - 1} but claims {num_classes} classes")
+    counts = np.zeros((num_classes, len(leaves)), dtype=np.int64)
+    for j, lab in enumerate(labels):
+        counts[:, j] = np.bincount(lab.ravel(), minlength=num_classes)
+    return ScorePass([l.synset for l in leaves], counts, n_images * copies, n_images, labels,
+                     blackbox.num_queries - start_queries, time.time() - t0)
+
+
+def kmedoids_labels(dist: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """K-medoids on a precomputed distance matrix; returns (labels, medoid indices)."""
+    n = len(dist)
+    if k >= n:
+        return np.arange(n), np.arange(n)
+    if k == 1:
+        medoid = int(np.argmin(dist.sum(axis=1)))
+        return np.zeros(n, dtype=int), np.array([medoid])
+    import kmedoids
+
+    km = kmedoids.KMedoids(n_clusters=k, metric="precomputed", method="fasterpam", random_state=seed).fit(dist)
+    return np.asarray(km.labels_), np.asarray(km.medoid_indices_)
+
+
+def merge_clusters(labels: np.ndarray, medoids: np.ndarray, dist: np.ndarray, merge_distance: float) -> list[list[int]]:
+    """Merges clusters whose medoids are closer than ``merge_distance`` (union-find)."""
+    k = len(medoids)
+    root = list(range(k))
+
+    def find(a):
+        while root[a] != a:
+            root[a] = root[root[a]]
+            a = root[a]
+        return a
+
+    for a in range(k):
+        for b in range(a + 1, k):
+            if dist[medoids[a], medoids[b]] < merge_distance:
+                root[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for idx, lab in enumerate(labels):
+        groups.setdefault(find(int(lab)), []).append(idx)
+    return [sorted(g) for g in groups.values()]
+
+
+@dataclass
+class ClassSearch:
+    """Intermediate, non-JSON details of one class (samples for montages)."""
+
+    finding: ClassFinding
+    samples: list[tuple[int, int]] = field(default_factory=list)  # (leaf index, image index)
+
+
+@dataclass
+class SearchResult:
+    findings: Findings
+    scores: ScorePass
+    classes: list[ClassSearch]
+
+
+def _cluster_scores(members: list[int], i: int, sp: ScorePass, hier, leaves: list[str], recipe: Recipe, weak: bool = False):
+    hits = sp.counts[i, members].sum()
+    if weak:
+        functional = float(hits / max(sp.counts[i].sum(), 1))  # share of the class's responses
+    else:
+        raw = hits / max(sp.totals[members].sum(), 1)
+        functional = float(wilson_lower_bound(raw, sp.n_images[members].sum(), recipe.confidence_z))
+    if len(members) == 1:
+        semantic = recipe.singleton_semantic
+    else:
+        close = [hier.closeness(leaves[a], leaves[b]) for a in members for b in members if a != b]
+        semantic = float(np.mean(close))
+    alpha = recipe.weak_alpha if weak else recipe.alpha
+    return functional, semantic, alpha * functional + (1 - alpha) * semantic
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One scored candidate cluster of leaves for one class."""
+
+    members: tuple[int, ...]
+    functional: float
+    semantic: float
+    objective: float
+    n_samples: int
+    domain: str | None
+    weak: bool = False  # below threshold: a domain guess, not a finding
+
+
+def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) -> tuple[list[Cluster], tuple[LeafScore, ...]]:
+    """Steps 2-3 for one class: candidates, K-medoids over K, merging, scoring.
+
+    Strong candidates pass the threshold on the support-adjusted score. If no
+    strong cluster supplies ``min_samples`` filtered images (the true leaf may
+    be missing, or only tiny leaves respond), the class is not found, but we
+    still guess a domain from where its responses come from: leaves ranked by
+    their share of the class's hits, so one image labelled i counts less than
+    many (weak clusters).
+    """
+    hier = corpus.hierarchy
+    leaves = sp.leaves
+    raw = sp.scores[i]
+    adjusted = wilson_lower_bound(raw, sp.n_images, recipe.confidence_z)
+    order = np.lexsort((-raw, -adjusted))  # by adjusted, ties by raw
+    top = tuple(LeafScore(leaves[j], hier.name(leaves[j]), float(raw[j]), float(adjusted[j])) for j in order[: recipe.top_k])
+    per_image = [_image_labels(sp.labels[j], recipe) == i for j in range(len(leaves))]
+    strong = [int(j) for j in order[: recipe.top_k] if adjusted[j] >= recipe.threshold]
+    clusters = _clusters(strong, i, sp, hier, recipe, per_image, weak=False)
+    if any(c.n_samples >= recipe.min_samples for c in clusters):
+        return clusters, top
+    hits = sp.counts[i]
+    by_hits = [int(j) for j in np.argsort(-hits, kind="stable")[: recipe.top_k] if hits[j] >= recipe.weak_min_hits]
+    return _clusters(by_hits, i, sp, hier, recipe, per_image, weak=True), top
+
+
+def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, per_image, weak: bool) -> list[Cluster]:
+    if not cand:
+        return []
+    leaves = sp.leaves
+    dist = hier.distance_matrix([leaves[j] for j in cand])
+    dist = np.where(np.isfinite(dist), dist, 100.0)  # disconnected custom roots: far apart
+    clusters: dict[tuple[int, ...], Cluster] = {}
+    for k in range(recipe.k_min, min(recipe.k_max, len(cand)) + 1):
+        labs, meds = kmedoids_labels(dist, k, recipe.seed)
+        for group in merge_clusters(labs, meds, dist, recipe.merge_distance):
+            members = tuple(sorted(cand[g] for g in group))
+            if members not in clusters:
+                f, s, obj = _cluster_scores(list(members), i, sp, hier, leaves, recipe, weak)
+                n = int(sum(per_image[j].sum() for j in members))
+                clusters[members] = Cluster(members, f, s, obj, n, hier.lca([leaves[j] for j in members]), weak)
+    return list(clusters.values())
+
+
+def _eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:
+    """Generality (slides: "a large fixed k"): prefer clusters that supply
+    ``min_samples`` filtered images; fall back to all when none does."""
+    big = [c for c in clusters if c.n_samples >= recipe.min_samples]
+    return big or clusters
+
+
+def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe) -> list[Cluster | None]:
+    """Picks one cluster per class.
+
+    First each class alone by the α-objective (ties to the larger cluster: the
+    paper prefers inclusive domains). Then, when ``coherence`` > 0, a few
+    rounds of coordinate ascent add ``coherence`` x the mean closeness of a
+    cluster's domain to the other classes' domains: the classes of one model
+    usually share a domain, which breaks ties that out-of-domain leaves
+    (a 3-class model labels *everything*) would otherwise win.
+    """
+    hier = corpus.hierarchy
+    pools = [_eligible(o, recipe) for o in options]
+    chosen = [max(p, key=lambda c: (round(c.objective, 12), len(c.members))) if p else None for p in pools]
+    if recipe.coherence <= 0:
+        return chosen
+    for _ in range(recipe.coherence_rounds):
+        changed = False
+        for i, pool in enumerate(pools):
+            others = [c.domain for k, c in enumerate(chosen) if k != i and c is not None and c.domain and not c.weak]
+            if not pool or not others:
+                continue
+
+            def key(c: Cluster):
+                bonus = np.mean([hier.closeness(c.domain, d) for d in others]) if c.domain else 0.0
+                return (round(c.objective + recipe.coherence * bonus, 12), len(c.members))
+
+            best = max(pool, key=key)
+            if best is not chosen[i]:
+                chosen[i], changed = best, True
+        if not changed:
+            break
+    return chosen
+
+
+def finalize_class(i: int, cluster: Cluster | None, top: tuple[LeafScore, ...], sp: ScorePass, corpus: Corpus,
+                   recipe: Recipe) -> ClassSearch:
+    """Step 4 (filtering) and the typed finding; "not found" when no cluster."""
+    if cluster is None:
+        return ClassSearch(ClassFinding(i, False, (), None, 0.0, 0.0, 0.0, 0, top))
+    hier = corpus.hierarchy
+    leaves = sp.leaves
+    chosen = tuple(Node(leaves[j], hier.name(leaves[j])) for j in cluster.members)
+    domain = Node(cluster.domain, hier.name(cluster.domain)) if cluster.domain else None
+    samples = [(j, int(img)) for j in cluster.members for img in np.flatnonzero(_image_labels(sp.labels[j], recipe) == i)]
+    finding = ClassFinding(i, not cluster.weak, chosen, domain, cluster.functional, cluster.semantic, cluster.objective,
+                           len(samples), top)
+    return ClassSearch(finding, samples)
+
+
+def _image_labels(labels: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """One label per image for filtering: the original's, else the copies' majority."""
+    if recipe.include_original:
+        return labels[:, 0]
+    return np.array([np.bincount(row).argmax() for row in labels])
+
+
+def model_verdict(classes: list[ClassFinding], corpus: Corpus, max_span: float = 6.0) -> Verdict:
+    """The model-level domain: the LCA over found classes' domains.
+
+    When that LCA lies more than ``max_span`` hops above some class's domain,
+    the classes share nothing meaningful and the verdict is several domains
+    (with the LCA reported for reference).
+    """
+    domains = [c.domain.synset for c in classes if c.found and c.domain]
+    if not domains:
+        return Verdict("not-found", None)
+    hier = corpus.hierarchy
+    lca = hier.lca(domains)
+    if lca is None:
+        return Verdict("several-domains", None)
+    node = Node(lca, hier.name(lca))
+    span = max(hier.distance(lca, d) for d in set(domains))
+    return Verdict("one-domain" if span <= max_span else "several-domains", node)
+
+
+def search(blackbox, corpus: Corpus, recipe: Recipe, model: str = "model", progress: Progress | None = None) -> SearchResult:
+    """Runs steps 1-5 for every class of ``blackbox`` on ``corpus``."""
+    if corpus.hierarchy is None:
+        raise CorpusError(f"corpus {corpus.name!r} is flat; the search needs a hierarchical corpus")
+    sp = functional_scores(blackbox, corpus, recipe, progress)
+    options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe) for i in range(sp.counts.shape[0])))
+    chosen = choose_clusters(list(options), corpus, recipe)
+    classes = [finalize_class(i, c, tops[i], sp, corpus, recipe) for i, c in enumerate(chosen)]
+    found = [c.finding for c in classes]
+    findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries, recipe=recipe.to_dict(),
+                        classes=tuple(found), verdict=model_verdict(found, corpus), corpus=corpus.name)
+    return SearchResult(findings, sp, classes)
