@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import threading
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,8 +108,10 @@ def _git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def iso_time(when: float | datetime) -> str:
+    """The Hub's time format, e.g. ``2024-05-01T12:00:00.000Z``, from a timestamp or datetime."""
+    dt = datetime.fromtimestamp(when, timezone.utc) if isinstance(when, (int, float)) else when.astimezone(timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _bool_param(values: list[str] | None) -> bool:
@@ -174,7 +177,7 @@ class HubFolder:
             files.append(RepoFile(rel, st.st_size, sha256, oid, lfs))
             newest = max(newest, st.st_mtime)
         card_data, tags, pipeline, library = self._describe(d, {f.path for f in files})
-        return LocalRepo(repo_id, repo_sha(files), _iso(newest), tuple(files), tags, pipeline, library, card_data)
+        return LocalRepo(repo_id, repo_sha(files), iso_time(newest), tuple(files), tags, pipeline, library, card_data)
 
     @staticmethod
     def _describe(d: Path, names: set[str]) -> tuple[dict | None, tuple[str, ...], str | None, str | None]:
@@ -283,7 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(obj).encode(), headers)
 
     def _error(self, e: _HubError) -> None:
-        headers = {"X-Error-Message": e.message}
+        # Paths in messages come from the URL: keep CR/LF and non-ASCII out of the header.
+        headers = {"X-Error-Message": re.sub(r"[^\x20-\x7e]", "?", e.message)}
         if e.code:
             headers["X-Error-Code"] = e.code
         if e.commit:
@@ -351,7 +355,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {}
         if cursor + page_size < len(repos):
             # Like the Hub (and GitHub): the next page's absolute URL in a Link header.
-            query = [(k, v) for k, vs in params.items() if k != "cursor" for v in vs] + [("cursor", str(cursor + page_size))]
+            query = [(k, v) for k, vs in params.items() if k != "cursor" for v in vs]
+            query.append(("cursor", str(cursor + page_size)))
             host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
             headers["Link"] = f'<http://{host}/api/models?{urlencode(query)}>; rel="next"'
         self._json([model_json(r, card_data=card) for r in page], headers)
@@ -383,7 +388,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if f.lfs:
                     e["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": len(f.lfs_pointer())}
                 entries.append(e)
-        entries += [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d} for d in sorted(dirs)]
+        entries += [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}
+                    for d in sorted(dirs)]
         self._json(sorted(entries, key=lambda e: e["path"]))
 
     def _resolve(self, repo: LocalRepo, rev: str, path: str) -> None:
@@ -434,6 +440,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # stop() must not wait for idle keep-alive connections
 
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up mid-download is routine; keep it off stderr.
+        log.debug("error serving %s", client_address, exc_info=True)
+
 
 class HubServer:
     """A running loopback hub; stop it with :meth:`stop` or a ``with`` block.
@@ -448,7 +458,7 @@ class HubServer:
         self._server = _Server((host, port), _Handler)
         self._server.hub = HubFolder(root)  # type: ignore[attr-defined]
         self._server.page_size = max(1, int(page_size))  # type: ignore[attr-defined]
-        self._server.request_log = []  # type: ignore[attr-defined]
+        self._server.request_log = deque(maxlen=100_000)  # type: ignore[attr-defined]  # bounded for run_forever
         self.port: int = self._server.server_address[1]
         self.url = f"http://{host}:{self.port}"
         # A short poll interval: stop() waits up to one interval for the serving loop to notice.
@@ -460,7 +470,7 @@ class HubServer:
         return self._server.hub.root  # type: ignore[attr-defined]
 
     @property
-    def request_log(self) -> list[str]:
+    def request_log(self) -> deque[str]:
         return self._server.request_log  # type: ignore[attr-defined]
 
     def start(self) -> "HubServer":
@@ -509,5 +519,5 @@ def run_forever(root: str | Path, host: str = "127.0.0.1", port: int = 8080, pag
         server.stop()
 
 
-__all__ = ["HubFolder", "HubServer", "LocalRepo", "RepoFile", "model_json", "repo_sha", "run_forever", "safe_relpath",
-           "serve_hub", "valid_repo_id"]
+__all__ = ["HubFolder", "HubServer", "LocalRepo", "RepoFile", "iso_time", "model_json", "repo_sha", "run_forever",
+           "safe_relpath", "serve_hub", "valid_repo_id"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from crawler.checkpoint import CONFIG, PICKLE_WEIGHTS, SAFETENSORS
-from crawler.hub_server import HubFolder, HubServer, LocalRepo
+from crawler.hub_server import HubFolder, HubServer, LocalRepo, iso_time
 from plugin.errors import CheckpointError, ConfigError, HubError, UnknownNameError
 
 WEIGHTS_PREFERENCE = (SAFETENSORS, *PICKLE_WEIGHTS)  # safetensors first: it cannot run code
@@ -220,7 +220,7 @@ class HfSource(ModelSource):
             with hub_errors(f"{info.id}: model info"):
                 full = self.api.model_info(info.id)
             sha, siblings = full.sha, full.siblings
-        stub = HubModel(info.id, sha, info.last_modified.isoformat() if info.last_modified else None,
+        stub = HubModel(info.id, sha, iso_time(info.last_modified) if info.last_modified else None,
                         tuple((s.rfilename, s.size) for s in siblings or ()), tuple(info.tags or ()),
                         info.pipeline_tag, source=self.name)
         problems: list[str] = []
@@ -344,7 +344,11 @@ class DemoSource(ModelSource):
         self.expected = build_demo_hub(self.root)
         self.server: HubServer = serve_hub(self.root)
         hf_opts.setdefault("filter", "timm")
-        self.hf = HfSource(endpoint=self.server.url, name=self.name, **hf_opts)
+        try:
+            self.hf = HfSource(endpoint=self.server.url, name=self.name, **hf_opts)
+        except BaseException:
+            self.server.stop()  # a bad option must not leave a server running
+            raise
 
     def list_models(self) -> Iterator[HubModel]:
         return self.hf.list_models()

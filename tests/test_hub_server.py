@@ -160,6 +160,16 @@ def test_path_traversal_refused(hub, path):
     assert b"outside the hub" not in body
 
 
+def test_error_headers_cannot_be_injected(hub):
+    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=10)
+    conn.request("GET", "/alpha/one/resolve/main/x%0D%0AX-Injected:%20yes%C3%A9")
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    assert r.status == 404 and r.getheader("X-Error-Code") == "EntryNotFound"
+    assert r.getheader("X-Injected") is None and "\n" not in r.getheader("X-Error-Message")
+
+
 def test_errors_are_translated_to_hub_error(hub):
     api = api_for(hub)
     with pytest.raises(HubError, match="repository not found") as e:

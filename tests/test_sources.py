@@ -12,7 +12,7 @@ from crawler.checkpoint import load_checkpoint, sha256_file
 from crawler.demo_hub import (FAILED_CORRUPT, INVESTIGATE, PAYLOAD_MARKER_ENV, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,
                               SKIPPED_ENCODER, bump_repo, write_tiny_repo)
 from crawler.hub_server import serve_hub
-from crawler.sources import DemoSource, DirSource, HfSource, WeightsTooLargeError, get_source
+from crawler.sources import DemoSource, DirSource, HfSource, HubModel, WeightsTooLargeError, get_source
 from plugin.errors import CheckpointError, ConfigError, HubError, UnknownNameError, UnsafeCheckpointError
 
 CARD = "---\nlibrary_name: timm\ndatasets: [cifar10]\n---\nTrained on CIFAR-10.\n"
@@ -42,6 +42,7 @@ def test_dir_and_hf_sources_agree(hub, hub_dir):
     for repo_id, lm in local.items():
         rm = remote[repo_id]
         assert lm.sha == rm.sha and len(lm.sha) == 40
+        assert lm.last_modified == rm.last_modified and lm.last_modified.endswith("Z")
         assert lm.filenames == rm.filenames
         assert lm.tags == rm.tags and "timm" in lm.tags
         assert lm.card_text == rm.card_text and lm.config == rm.config
@@ -120,13 +121,13 @@ def test_unsafe_pickle_is_fetched_but_never_unpickled(hub, hub_dir, tmp_path, mo
 def test_hub_errors_surface_as_hub_error(hub, tmp_path):
     source = HfSource(endpoint=hub.url)
     model = next(iter(source.list_models()))
-    ghost = type(model)(repo_id="acme/ghost", sha=model.sha, last_modified=None, siblings=model.siblings,
+    ghost = HubModel(repo_id="acme/ghost", sha=model.sha, last_modified=None, siblings=model.siblings,
                         tags=(), pipeline_tag=None)
     with pytest.raises(HubError, match="repository not found"):
         source.fetch(ghost, tmp_path / "x")
     with pytest.raises(HubError):
         source.fetch(ghost, tmp_path / "y", max_bytes=10**9)  # the HEAD for the size fails the same way
-    no_weights = type(model)(repo_id=model.repo_id, sha=model.sha, last_modified=None,
+    no_weights = HubModel(repo_id=model.repo_id, sha=model.sha, last_modified=None,
                              siblings=(("config.json", 10),), tags=(), pipeline_tag=None)
     with pytest.raises(CheckpointError, match="no weights"):
         source.fetch(no_weights, tmp_path / "z")

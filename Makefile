@@ -1,0 +1,17 @@
+# The two README commands. Each sets everything up first (apt data, venv, pins, editable install).
+VENV ?= .venv
+export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+export DOMAIN_FINDER_CACHE ?= $(CURDIR)/.cache/domain-finder
+
+.PHONY: setup demo test bench
+setup:
+	@bash scripts/setup.sh
+
+demo: setup  ## the main job on the embedded demo
+	$(VENV)/bin/domain-finder demo
+
+test: setup  ## the whole test suite (slow end-to-end tests included, kept small)
+	$(VENV)/bin/python -m pytest -q -ra
+
+bench: setup
+	$(VENV)/bin/python benchmarks/search_overhead.py

@@ -1,0 +1,149 @@
+"""One investigation = one MLflow run: load, search, log. The I/O edge of the search."""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plugin.corpora import Corpus, get_corpus
+from plugin.recipe import Recipe
+from plugin.search import SearchResult, search
+from plugin.tracking import TAG_PREFIX, summary_metrics, verdict_tags, write_artifacts
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Who is being investigated; tagged on the run by the context provider."""
+
+    model_id: str
+    revision: str = ""
+    sha256: dict = field(default_factory=dict, hash=False)
+    source: str = "local"
+
+    def tags(self) -> dict[str, str]:
+        out = {TAG_PREFIX + "model_id": self.model_id, TAG_PREFIX + "revision": self.revision,
+               TAG_PREFIX + "source": self.source}
+        for name, digest in sorted(self.sha256.items()):
+            out[f"{TAG_PREFIX}sha256.{name}"] = digest
+        return out
+
+
+_ACTIVE: contextvars.ContextVar[ModelIdentity | None] = contextvars.ContextVar("domain_finder_identity", default=None)
+
+
+def active_identity() -> ModelIdentity | None:
+    """The model under investigation, if any (read by the run-context provider)."""
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def investigating(identity: ModelIdentity):
+    token = _ACTIVE.set(identity)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+@dataclass
+class Investigation:
+    result: SearchResult
+    run_id: str
+    seconds: float
+    artifacts: list[Path]
+
+
+@contextlib.contextmanager
+def _run(run_id: str | None, run_name: str | None, nested: bool):
+    """Reuses the active run (evaluate, ``mlflow run``) or starts a new one.
+
+    On an exception the run ends FAILED with the reason as a tag and an
+    ``error.txt`` artifact, so nothing is lost.
+    """
+    import mlflow
+
+    active = mlflow.active_run()
+    owns = not (active and not nested and (run_id is None or active.info.run_id == run_id))
+    run = mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested) if owns else active
+    try:
+        yield run
+    except BaseException as e:
+        reason = f"{type(e).__name__}: {e}"
+        mlflow.set_tag(TAG_PREFIX + "error", reason[:5000])
+        mlflow.log_text(traceback.format_exc(), "error.txt")
+        if owns:
+            mlflow.end_run(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    else:
+        if owns:
+            mlflow.end_run()
+
+
+def load_blackbox(model: str | Path, recipe: Recipe):
+    from crawler.blackbox import TorchBlackBox
+
+    return TorchBlackBox.from_folder(model, batch_size=recipe.batch_size, budget=recipe.query_budget)
+
+
+def identity_of(model: str | Path, model_id: str | None = None, revision: str = "", source: str = "local") -> ModelIdentity:
+    from crawler.checkpoint import inspect_checkpoint
+
+    info = inspect_checkpoint(model)
+    return ModelIdentity(model_id or Path(model).name, revision, dict(info.sha256), source)
+
+
+def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe | None = None, *,
+                identity: ModelIdentity | None = None, json_out: str | Path | None = None, run_id: str | None = None,
+                run_name: str | None = None, nested: bool = False, progress: bool = True,
+                extra_tags: dict | None = None) -> Investigation:
+    """Investigates one checkpoint folder and logs everything to MLflow.
+
+    Args:
+        model: a timm hub-layout folder.
+        corpus: a registered corpus name, an ImageNet-layout path, or a Corpus.
+        recipe: the knobs; defaults to :class:`Recipe`.
+        identity: model id/revision/hashes; derived from the folder if omitted.
+        json_out: also write ``findings.json`` here.
+        run_id: log into this run (reused if already active).
+    """
+    import mlflow
+
+    recipe = recipe or Recipe()
+    identity = identity or identity_of(model)
+    t0 = time.time()
+    with investigating(identity), _run(run_id, run_name or identity.model_id, nested) as run:
+        mlflow.set_tags({**identity.tags(), TAG_PREFIX + "status": "running", **(extra_tags or {})})
+        mlflow.log_params({f"recipe.{k}": v for k, v in recipe.to_params().items()})
+        bb = load_blackbox(model, recipe)
+        info = bb.info
+        corpus_obj = corpus if isinstance(corpus, Corpus) else get_corpus(str(corpus))
+        mlflow.log_params({"model.id": identity.model_id, "model.architecture": info.architecture,
+                           "model.num_classes": info.num_classes, "model.weights_file": info.weights_file,
+                           "model.has_label_names": info.label_names is not None, "model.device": bb.device,
+                           "corpus.name": corpus_obj.name, "corpus.leaves": len(corpus_obj.leaves),
+                           "corpus.skipped_images": len(corpus_obj.skipped)})
+        result = _search_with_progress(bb, corpus_obj, recipe, identity.model_id, progress)
+        seconds = time.time() - t0
+        mlflow.log_metrics(summary_metrics(result, seconds))
+        mlflow.set_tags({**verdict_tags(result), TAG_PREFIX + "status": "finished"})
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = write_artifacts(result, corpus_obj, Path(tmp), recipe.montage_samples)
+            mlflow.log_artifacts(tmp)
+            names = [p.relative_to(tmp) for p in paths]
+        if json_out:
+            result.findings.write(json_out)
+        return Investigation(result, run.info.run_id, seconds, names)
+
+
+def _search_with_progress(bb, corpus: Corpus, recipe: Recipe, model_id: str, progress: bool) -> SearchResult:
+    if not progress:
+        return search(bb, corpus, recipe, model=model_id)
+    from tqdm.auto import tqdm
+
+    total = sum(min(len(l), recipe.images_per_leaf) for l in corpus.leaves) * recipe.copies_per_image
+    with tqdm(total=total, desc=f"querying {model_id}", unit="img", leave=False) as bar:
+        return search(bb, corpus, recipe, model=model_id, progress=bar.update)
