@@ -117,7 +117,7 @@ def scan_pickle(path: Path) -> None:
     if result.scan_err:
         raise UnsafeCheckpointError(f"{path.name}: picklescan could not parse the file; refusing to load it")
     if result.infected_files or result.issues_count:
-        bad = sorted({f"{g.module}.{g.name}" for g in result.globals if str(g.safety).endswith("DANGEROUS")})
+        bad = sorted({f"{g.module}.{g.name}" for g in result.globals if getattr(g.safety, "name", "") == "Dangerous"})
         raise UnsafeCheckpointError(f"{path.name}: pickle imports dangerous globals {bad or '(unknown)'}; refused")
 
 
