@@ -106,7 +106,7 @@ class Preprocessing:
             scale = math.floor(h / self.crop_pct)
         out = []
         for img in images:
-            t = torch.from_numpy(np.ascontiguousarray(as_rgb(img))).permute(2, 0, 1)
+            t = torch.from_numpy(np.require(as_rgb(img), requirements=["C", "W"])).permute(2, 0, 1)
             t = F.resize(t, scale, interpolation=interp, antialias=True)
             out.append(F.center_crop(t, [h, w]))
         batch = torch.stack(out).float().div_(255.0)

@@ -4,7 +4,7 @@ Usage::
 
     mlflow.models.evaluate(data=pd.DataFrame({"model": [folder]}), model_type="domain-finder",
                            evaluators=["domain-finder"],
-                           evaluator_config={"model": folder, "corpus": "demo", "recipe": "demo"})
+                           evaluator_config={"domain-finder": {"model": folder, "corpus": "demo", "recipe": "demo"}})
 """
 from __future__ import annotations
 

@@ -1,0 +1,107 @@
+"""Investigations as MLflow runs: CLI, evaluate(), the run-context provider, failures."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from plugin.cli import main
+from plugin.demo_models import model_dir
+from plugin.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _only_run():
+    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("Default").experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_cli_investigation_logs_everything(demo_models, tmp_path):
+    out = tmp_path / "f.json"
+    assert main(["investigate", "footwear", "--recipe", "ci", "--json", str(out), "--no-progress"]) == 0
+    run = _only_run()
+    assert run.info.status == "FINISHED"
+    recipe = Recipe.load("ci")
+    assert {f"recipe.{k}" for k in recipe.to_params()} <= set(run.data.params)
+    assert run.data.params["model.num_classes"] == "3"
+    assert {"mean_functional_score", "found_fraction", "queries", "wall_time_s"} <= set(run.data.metrics)
+    tags = run.data.tags
+    assert tags["domain_finder.verdict"] in {"one-domain", "several-domains", "not-found"}
+    # The run-context provider tagged the identity when the run started.
+    digest = json.loads((model_dir("footwear") / "config.json").read_text()) and tags["domain_finder.sha256.model.safetensors"]
+    from crawler.checkpoint import sha256_file
+
+    assert digest == sha256_file(model_dir("footwear") / "model.safetensors")
+    arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"findings.json", "classes.csv", "heatmap.png", "montages"} <= arts
+    montages = MlflowClient().list_artifacts(run.info.run_id, "montages")
+    assert len(montages) == sum(c["n_samples"] > 0 for c in json.loads(out.read_text())["classes"])
+    assert json.loads(out.read_text())["queries"] == int(run.data.metrics["queries"])
+
+
+@pytest.mark.slow
+def test_evaluate_and_cli_give_identical_findings(demo_models, tmp_path):
+    cli_json, eval_json = tmp_path / "cli.json", tmp_path / "eval.json"
+    assert main(["investigate", str(model_dir("digits")), "--recipe", "ci", "--json", str(cli_json), "--no-progress",
+                 "--model-id", "digits"]) == 0
+    with mlflow.start_run() as run:
+        result = mlflow.models.evaluate(
+            data=pd.DataFrame({"model": [str(model_dir("digits"))]}), model_type="domain-finder",
+            evaluators=["domain-finder"],
+            evaluator_config={"domain-finder": {"model": str(model_dir("digits")), "recipe": "ci",
+                                                "json_out": str(eval_json)}})
+    assert result.metrics["domain_finder/found_fraction"] > 0
+    a, b = json.loads(cli_json.read_text()), json.loads(eval_json.read_text())
+    assert a == b
+    tags = MlflowClient().get_run(run.info.run_id).data.tags
+    assert tags["domain_finder.model_id"] == "digits"
+
+
+def test_evaluator_is_strict():
+    from plugin.evaluator import DomainFinderEvaluator
+
+    assert not DomainFinderEvaluator.can_evaluate(model_type="classifier", evaluator_config={"model": "x"})
+    assert not DomainFinderEvaluator.can_evaluate(model_type="domain-finder", evaluator_config={})
+    assert DomainFinderEvaluator.can_evaluate(model_type="domain-finder", evaluator_config={"model": "x"})
+
+
+def test_broken_checkpoint_becomes_failed_run(tmp_path, capsys):
+    bad = tmp_path / "broken"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"architecture": "test_resnet", "num_classes": 3}))
+    (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+    from plugin.investigate import investigate
+
+    with pytest.raises(Exception, match="safetensors"):
+        investigate(bad, "demo", Recipe.load("ci"), progress=False)
+    run = _only_run()
+    assert run.info.status == "FAILED"
+    assert "safetensors" in run.data.tags["domain_finder.error"]
+    assert main(["investigate", str(bad), "--recipe", "ci"]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mlflow_run_entry_point(demo_models, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'proj.db'}",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # as in an activated venv
+    proc = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "investigate", "-P",
+                           f"model={model_dir('digits')}", "-P", "recipe=ci", "--env-manager", "local"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("Default").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["domain_finder.verdict"] in {"one-domain", "several-domains"}
+    assert runs[0].data.tags["domain_finder.model_id"] == "digits"
+    assert "recipe.images_per_leaf" in runs[0].data.params

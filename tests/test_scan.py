@@ -1,0 +1,213 @@
+"""Scans: incremental via the MLflow ledger, isolation, failures recorded, kubernetes submission."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from crawler import demo_hub
+from crawler.demo_hub import FAILED_CORRUPT, INVESTIGATE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER
+from crawler.scan import ALREADY_AUDITED, SUBMITTED, scan
+from plugin.recipe import Recipe
+from plugin.tracking import TAG_PREFIX
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = Recipe.load("ci").replace(images_per_leaf=3, transforms_per_image=1)
+
+
+def _child_runs(parent_id=None):
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    kids = [r for r in runs if TAG_PREFIX + "scan" not in r.data.tags]
+    if parent_id:
+        kids = [r for r in kids if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    return kids
+
+
+@pytest.fixture
+def small_hub(tmp_path):
+    """A dir: source: two tiny classifiers, an encoder, a documented one, an unsafe pickle, a truncated file."""
+    from crawler.sources import demo_hub_root
+
+    hub = tmp_path / "hub"
+    demo_hub.write_tiny_repo(hub / "t" / "alpha", seed=1)
+    demo_hub.write_tiny_repo(hub / "t" / "beta", seed=2, num_classes=4)
+    demo_hub.write_tiny_repo(hub / "t" / "encoder", num_classes=0)
+    demo_hub.write_tiny_repo(hub / "t" / "documented", seed=3, card=demo_hub.DIGITS_CARD,
+                             label_names=["a", "b", "c"])
+    demo_hub.write_tiny_repo(hub / "t" / "unsafe", seed=4, weights="unsafe")
+    demo_root = demo_hub_root()
+    demo_hub.build_demo_hub(demo_root)
+    shutil.copytree(demo_root / "demo" / "truncated-weights", hub / "t" / "truncated")
+    return hub
+
+
+def _check_failures(runs):
+    for r in runs:
+        if r.info.status == "FAILED":
+            assert r.data.tags.get(TAG_PREFIX + "error"), r.data.tags
+
+
+def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
+    marker = tmp_path / "payload-ran"
+    monkeypatch.setenv(demo_hub.PAYLOAD_MARKER_ENV, str(marker))
+    spec = f"dir:{small_hub}"
+    first = scan(spec, recipe=FAST, timeout_s=300)
+    assert first.outcomes() == {"t/alpha": INVESTIGATE, "t/beta": INVESTIGATE, "t/encoder": SKIPPED_ENCODER,
+                                "t/documented": SKIPPED_DOCUMENTED, "t/unsafe": REFUSED_UNSAFE,
+                                "t/truncated": FAILED_CORRUPT}
+    rows = {r.repo: r for r in first.rows}
+    assert "documentation score" in rows["t/documented"].reason
+    assert "UnsafeCheckpointError" in rows["t/unsafe"].reason
+    assert rows["t/alpha"].queries and rows["t/alpha"].classes_found.endswith("/3")
+    kids = _child_runs(first.run_id)
+    assert len(kids) == 4
+    _check_failures(kids)
+    assert not marker.exists()
+    parent = mlflow.get_run(first.run_id)
+    assert parent.data.tags[TAG_PREFIX + "scan"] == "1" and parent.data.tags[TAG_PREFIX + "source"] == spec
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id)}
+    assert {"scan_summary.csv", "scan_summary.md"} <= arts
+
+    second = scan(spec, recipe=FAST)
+    assert {r for r, o in second.outcomes().items() if o == ALREADY_AUDITED} == \
+        {"t/alpha", "t/beta", "t/unsafe", "t/truncated"}
+    assert _child_runs(second.run_id) == []
+
+    demo_hub.bump_repo(small_hub, "t/beta")
+    third = scan(spec, recipe=FAST)
+    assert third.outcomes()["t/beta"] == INVESTIGATE
+    assert [r.data.tags[TAG_PREFIX + "model_id"] for r in _child_runs(third.run_id)] == ["t/beta"]
+
+
+def test_timeout_marks_run_failed(small_hub):
+    rep = scan(f"dir:{small_hub}", recipe=FAST, timeout_s=0.5, limit=1)
+    (row,) = rep.rows
+    assert row.outcome == "failed" and "Timeout" in row.reason
+    run = mlflow.get_run(row.run_id)
+    assert run.info.status == "FAILED" and "Timeout" in run.data.tags[TAG_PREFIX + "error"]
+
+
+def test_fetch_error_before_investigate_leaves_failed_run(small_hub):
+    rep = scan(f"dir:{small_hub}", recipe=FAST, max_bytes=1000, source_options={"search": "alpha"})
+    (row,) = rep.rows
+    assert row.outcome == FAILED_CORRUPT and "cap" in row.reason  # WeightsTooLargeError
+    run = mlflow.get_run(row.run_id)
+    assert run.info.status == "FAILED" and "WeightsTooLargeError" in run.data.tags[TAG_PREFIX + "error"]
+    assert run.data.tags["mlflow.parentRunId"] == rep.run_id
+
+
+def test_kubernetes_backend_submits_project(small_hub, tmp_path, monkeypatch):
+    """The one stand-in: no cluster here, so ``mlflow.projects.run`` records its arguments."""
+    import mlflow.projects
+
+    calls = []
+
+    class Submitted:
+        run_id = "k8s-run"
+
+    def fake_run(**kw):
+        calls.append(kw)
+        return Submitted()
+
+    monkeypatch.setattr(mlflow.projects, "run", fake_run)
+    cfg = tmp_path / "k8s.json"
+    cfg.write_text("{}")
+    rep = scan(f"dir:{small_hub}", recipe="ci", backend="kubernetes", backend_config=cfg, source_options={"search": "alpha"},
+               work_dir=tmp_path / "work")
+    assert rep.outcomes() == {"t/alpha": SUBMITTED}
+    (kw,) = calls
+    assert kw["entry_point"] == "investigate" and kw["backend"] == "kubernetes"
+    assert kw["backend_config"] == str(cfg) and kw["synchronous"] is False
+    assert Path(kw["uri"]) == ROOT
+    assert kw["parameters"]["corpus"] == "demo" and kw["parameters"]["recipe"] == "ci"
+    assert (Path(kw["parameters"]["model"]) / "config.json").is_file()
+
+
+def test_cli_parsers():
+    import argparse
+
+    from crawler.scan import add_scan_parser, scan_kwargs
+    from crawler.scheduler import add_schedule_parser
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    add_scan_parser(sub)
+    add_schedule_parser(sub)
+    a = p.parse_args(["scan", "--source", "hf", "--endpoint", "http://x", "--author", "me", "--limit", "3"])
+    kw = scan_kwargs(a)
+    assert kw["source_spec"] == "hf:http://x" and kw["limit"] == 3 and kw["source_options"] == {"author": "me"}
+    a = p.parse_args(["schedule", "--at", "03:30", "--source", "demo"])
+    assert a.at == "03:30" and callable(a.func)
+
+
+@pytest.mark.slow
+def test_full_demo_scan(tmp_path, monkeypatch):
+    from crawler.sources import DemoSource
+
+    marker = tmp_path / "payload-ran"
+    monkeypatch.setenv(demo_hub.PAYLOAD_MARKER_ENV, str(marker))
+    hub = tmp_path / "demo-hub"
+    shutil.copytree(DemoSource.__init__.__globals__["demo_hub_root"](), hub)
+    spec = f"demo:{hub}"
+    with DemoSource(hub) as src:
+        expected = src.expected
+    t = time.time()
+    first = scan(spec, recipe=FAST)
+    print(f"first demo scan {time.time() - t:.0f} s")
+    assert first.outcomes() == expected
+    kids = _child_runs(first.run_id)
+    assert len(kids) == sum(o in (INVESTIGATE, REFUSED_UNSAFE, FAILED_CORRUPT) for o in expected.values())
+    _check_failures(kids)
+    assert not marker.exists()
+    second = scan(spec, recipe=FAST)
+    assert all(o in (ALREADY_AUDITED, SKIPPED_DOCUMENTED, SKIPPED_ENCODER) for o in second.outcomes().values())
+    assert _child_runs(second.run_id) == []
+    demo_hub.bump_repo(hub, "demo/footwear")
+    third = scan(spec, recipe=FAST)
+    assert third.outcomes()["demo/footwear"] == INVESTIGATE
+    assert [r.data.tags[TAG_PREFIX + "model_id"] for r in _child_runs(third.run_id)] == ["demo/footwear"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_no_duplicates(small_hub, tmp_path, monkeypatch):
+    marker = tmp_path / "payload-ran"
+    monkeypatch.setenv(demo_hub.PAYLOAD_MARKER_ENV, str(marker))
+    spec = f"dir:{small_hub}"
+    recipe_file = tmp_path / "fast.yaml"
+    import yaml
+
+    recipe_file.write_text(yaml.safe_dump({"images_per_leaf": 3, "transforms_per_image": 1}))
+    proc = subprocess.Popen([sys.executable, "-m", "crawler.scan", "--source", spec, "--recipe", str(recipe_file),
+                             "--no-progress"], cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if any(r.info.status == "FINISHED" for r in _child_runs()):
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("no child run finished in time")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)  # the orphaned worker notices and exits
+    scan(spec, recipe=Recipe.load(str(recipe_file)))
+    runs = _child_runs()
+    finished: dict = {}
+    for r in runs:
+        key = (r.data.tags[TAG_PREFIX + "model_id"], r.data.tags[TAG_PREFIX + "revision"])
+        if r.info.status == "FINISHED":
+            finished[key] = finished.get(key, 0) + 1
+    assert set(k[0] for k in finished) == {"t/alpha", "t/beta"}
+    assert all(v == 1 for v in finished.values()), finished
+    _check_failures(runs)
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert {r.data.tags[TAG_PREFIX + "model_id"] for r in failed} >= {"t/unsafe", "t/truncated"}
+    assert not marker.exists()

@@ -1,0 +1,126 @@
+"""The corpus search on real demo models and on small exact black boxes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crawler.blackbox import CountingBlackBox, TorchBlackBox
+from plugin.corpora import Corpus, Leaf
+from plugin.demo_models import DEMO_MODELS, model_dir
+from plugin.hierarchy import Hierarchy
+from plugin.recipe import Recipe
+from plugin.search import kmedoids_labels, merge_clusters, search, wilson_lower_bound
+
+FASHION_MODELS = ["fashion10", "footwear", "upper-body"]
+GYM_SHOE = "n03472535"
+
+
+class LeafOracle(CountingBlackBox):
+    """A real (exact) black box: the label is a function of the image's leaf.
+
+    Each test image carries its leaf id in pixel (0, 0), so the model is a
+    deterministic classifier we know the truth of.
+    """
+
+    def __init__(self, mapping: dict[int, int], num_classes: int):
+        super().__init__(num_classes=num_classes)
+        self.mapping = mapping
+
+    def _predict(self, images):
+        return np.array([self.mapping.get(int(np.median(im[:, :, 0])), 0) for im in images])
+
+
+def small_corpus(n_per_leaf=6):
+    leaves = ["n02690373", "n04552348", "n02123045", "n02123394", "n04133789"]  # airliner, warplane, tabby, persian, sandal
+    h = Hierarchy.from_wordnet(leaves)
+    return Corpus("small", [Leaf(s, h.name(s), [np.full((16, 16, 3), k, np.uint8) for _ in range(n_per_leaf)])
+                            for k, s in enumerate(leaves)], h)
+
+
+def test_one_pass_counts_queries_independent_of_classes():
+    corpus = small_corpus()
+    recipe = Recipe(images_per_leaf=4, transforms_per_image=2, noise=0, rotate=0, translate=0, perspective=0, min_samples=1)
+    for k in (2, 50):
+        bb = LeafOracle({0: 0, 1: 0, 2: 1, 3: 1}, num_classes=k)
+        res = search(bb, corpus, recipe)
+        assert bb.num_queries == res.findings.queries == 5 * 4 * 3  # one pass, never per class
+
+
+def test_exact_oracle_finds_aircraft_and_cats_and_not_found():
+    corpus = small_corpus()
+    recipe = Recipe(images_per_leaf=6, transforms_per_image=1, noise=0, rotate=0, translate=0, perspective=0,
+                    min_samples=1, coherence=0)
+    bb = LeafOracle({0: 0, 1: 0, 2: 1, 3: 1, 4: 3}, num_classes=4)  # class 2 gets nothing
+    f = search(bb, corpus, recipe, model="oracle").findings
+    c0, c1, c2, c3 = f.classes
+    assert {n.synset for n in c0.leaves} == {"n02690373", "n04552348"}
+    assert c0.found and c0.domain.name in {"airplane", "heavier-than-air craft", "aircraft"}
+    assert c1.domain.name == "domestic cat"
+    assert not c2.found and c2.domain is None and c2.n_samples == 0
+    assert c3.leaves[0].name == "sandal" and c3.n_samples == 6
+    d = f.to_dict()
+    assert set(d) >= {"model", "num_classes", "queries", "recipe", "classes", "verdict"}
+    assert set(d["classes"][0]) >= {"index", "found", "leaves", "domain", "functional_score", "semantic_score",
+                                    "objective", "n_samples", "top_leaves"}
+    assert d["verdict"]["kind"] in {"one-domain", "several-domains", "not-found"}
+
+
+def test_wilson_bound_penalises_small_leaves():
+    one = wilson_lower_bound(1.0, 1, 1.0)
+    fifty = wilson_lower_bound(0.9, 50, 1.0)
+    assert one < 0.6 < fifty < 0.9
+    assert wilson_lower_bound(0.5, 10, 0) == 0.5
+
+
+def test_kmedoids_and_merge():
+    d = np.array([[0, 1, 9, 9], [1, 0, 9, 9], [9, 9, 0, 2], [9, 9, 2, 0]], float)
+    labels, medoids = kmedoids_labels(d, 2, seed=0)
+    assert labels[0] == labels[1] != labels[2] == labels[3]
+    assert len(merge_clusters(labels, medoids, d, merge_distance=3)) == 2
+    assert len(merge_clusters(labels, medoids, d, merge_distance=10)) == 1
+
+
+@pytest.mark.slow
+def test_true_leaf_in_chosen_cluster(demo_models, demo_corpus):
+    _, truth = demo_models
+    recipe = Recipe.load("demo")
+    hits = total = 0
+    for name in FASHION_MODELS:
+        f = search(TorchBlackBox.from_folder(model_dir(name)), demo_corpus, recipe, model=name).findings
+        for c in f.classes:
+            total += 1
+            hits += truth["models"][name]["classes"][c.index] in {n.synset for n in c.leaves}
+    # Measured 16/17 with the demo recipe; the miss is footwear's "ankle boot", the class a
+    # 3-class model uses for everything out of domain (README: "Choosing the defaults").
+    assert hits / total >= 0.85, f"{hits}/{total}"
+    digits = search(TorchBlackBox.from_folder(model_dir("digits")), demo_corpus, recipe).findings
+    digit_leaves = set(truth["models"]["digits"]["classes"])
+    assert all(c.found and {n.synset for n in c.leaves} <= digit_leaves for c in digits.classes)
+    assert digits.verdict.kind == "one-domain" and digits.verdict.domain.name == "digit"
+
+
+@pytest.mark.slow
+def test_open_world_sneaker_removed(demo_models, demo_corpus):
+    corpus = demo_corpus.without([GYM_SHOE])
+    f = search(TorchBlackBox.from_folder(model_dir("footwear")), corpus, Recipe.load("demo")).findings
+    sneaker = f.classes[DEMO_MODELS["footwear"].classes.index(7)]
+    assert sneaker.domain is not None
+    assert sneaker.domain.name in {"shoe", "footwear"}
+    assert corpus.hierarchy.is_ancestor(sneaker.domain.synset, GYM_SHOE)
+
+
+@pytest.mark.slow
+def test_efficientnet_on_demo_corpus(demo_models, demo_corpus):
+    recipe = Recipe.load("demo").replace(images_per_leaf=4, transforms_per_image=1)
+    bb = TorchBlackBox.from_folder(model_dir("tf_efficientnet_lite0"))
+    f = search(bb, demo_corpus, recipe, model="effnet").findings
+    expected = sum(min(len(l), 4) for l in demo_corpus.leaves) * 2
+    assert f.num_classes == 1000 and f.queries == bb.num_queries == expected
+    import timm.data
+
+    info = timm.data.ImageNetInfo()
+    h = demo_corpus.hierarchy
+    consistent = {c.index for c in f.classes if c.leaves and info.index_to_label_name(c.index) in h
+                  and any(h.related(info.index_to_label_name(c.index), n.synset) for n in c.leaves)}
+    assert 967 in consistent  # espresso -> the coffee photo
+    assert sum(c.found for c in f.classes) < 100  # most of 1000 classes have nothing in this corpus
