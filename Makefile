@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup  ## the main job on the embedded demo
-	$(VENV)/bin/domain-finder demo
+	$(VENV)/bin/domain-finder scan --source demo
 
 test: setup  ## the whole test suite (slow end-to-end tests included, kept small)
 	$(VENV)/bin/python -m pytest -q -ra

@@ -126,6 +126,27 @@ def find_audit(client, experiment_id: str, repo_id: str, sha: str):
     return None
 
 
+def reap_stale_runs(client, experiment_id: str, repo_id: str, sha: str, timeout_s: float) -> int:
+    """Ends as KILLED the RUNNING runs of ``(repo_id, sha)`` that a dead scan left behind.
+
+    A run still RUNNING after ``timeout_s`` (plus a minute of slack) cannot
+    belong to a live worker, which its own scan would have killed by then; so
+    after a SIGKILL the store shows what happened instead of a run forever
+    "running". Returns how many runs were reaped.
+    """
+    q = repo_id.replace("'", "\\'")
+    runs = client.search_runs([experiment_id], f"tags.`{TAG_PREFIX}model_id` = '{q}' and "
+                                               f"tags.`{TAG_PREFIX}revision` = '{sha}' and attributes.status = 'RUNNING'")
+    now_ms = time.time() * 1000
+    reaped = 0
+    for r in runs:
+        if now_ms - r.info.start_time > (timeout_s + 60) * 1000:
+            client.set_tag(r.info.run_id, T_ERROR, "the scan that owned this run died before it finished")
+            client.set_terminated(r.info.run_id, "KILLED")
+            reaped += 1
+    return reaped
+
+
 # --------------------------------------------------------------------------- worker
 
 def _watch_parent(ppid: int) -> None:
@@ -305,6 +326,7 @@ def _scan_one(client, exp: str, parent_id: str, source, model, source_spec: str,
         row.reason = f"kubernetes run {row.run_id}"
         return row
 
+    reap_stale_runs(client, exp, model.repo_id, model.sha, timeout_s)
     tags = {"mlflow.parentRunId": parent_id, "mlflow.runName": model.repo_id,
             TAG_PREFIX + "model_id": model.repo_id, TAG_PREFIX + "revision": model.sha,
             TAG_PREFIX + "source": source_spec, TAG_PREFIX + "status": "queued",
@@ -380,6 +402,7 @@ def scan_kwargs(args) -> dict:
 def cmd_scan(args) -> int:
     report = scan(**scan_kwargs(args))
     print(f"scan run {report.run_id}: {len(report.rows)} models in {report.seconds:.0f} s")
+    print(f"open the runs with:\n  mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}")
     return 0
 
 

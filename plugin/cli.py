@@ -15,7 +15,10 @@ from pathlib import Path
 from plugin.errors import DomainFinderError
 
 EPILOG = """examples:
-  domain-finder demo                                  investigate every demo model (the main job)
+  domain-finder scan --source demo                    scan the demo hub (the main job)
+  domain-finder scan --source hf --author someone     scan the real Hub (HF_ENDPOINT or --endpoint)
+  domain-finder schedule --at 02:00 --source hf       rescan every night
+  domain-finder demo                                  investigate every demo model directly
   domain-finder investigate footwear --corpus demo    a demo model by name
   domain-finder investigate ./my-model --corpus /data/imagenet/val --recipe recipes/default.yaml --json out.json
   domain-finder build-demo                            build the ground-truth demo models
@@ -154,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("corpus-table", help="print the demo corpus mapping table (Markdown)")
     s.set_defaults(func=cmd_corpus_table)
+
+    from crawler.scan import add_scan_parser
+    from crawler.scheduler import add_schedule_parser
+
+    add_scan_parser(sub)
+    add_schedule_parser(sub)
 
     s = sub.add_parser("serve-hub", help="serve a hub-layout folder over the Hugging Face HTTP API")
     s.add_argument("dir")

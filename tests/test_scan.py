@@ -211,3 +211,21 @@ def test_sigkill_then_rerun_no_duplicates(small_hub, tmp_path, monkeypatch):
     failed = [r for r in runs if r.info.status == "FAILED"]
     assert {r.data.tags[TAG_PREFIX + "model_id"] for r in failed} >= {"t/unsafe", "t/truncated"}
     assert not marker.exists()
+
+
+def test_reap_stale_runs_only_kills_runs_older_than_the_timeout():
+    import time as _time
+
+    import mlflow
+
+    from crawler.scan import reap_stale_runs
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("Default").experiment_id
+    tags = {"domain_finder.model_id": "demo/x", "domain_finder.revision": "a" * 40}
+    old = client.create_run(exp, start_time=int((_time.time() - 7200) * 1000), tags=tags).info.run_id
+    fresh = client.create_run(exp, tags=tags).info.run_id
+    assert reap_stale_runs(client, exp, "demo/x", "a" * 40, timeout_s=60) == 1
+    assert client.get_run(old).info.status == "KILLED"
+    assert "died" in client.get_run(old).data.tags["domain_finder.error"]
+    assert client.get_run(fresh).info.status == "RUNNING"
