@@ -78,6 +78,8 @@ class Preprocessing:
     def from_pretrained_cfg(cls, pretrained_cfg: dict, model=None) -> "Preprocessing":
         from timm.data import resolve_data_config
 
+        if not pretrained_cfg and model is None:
+            raise CheckpointError("no pretrained_cfg and no model to resolve preprocessing from")
         cfg = resolve_data_config(pretrained_cfg=dict(pretrained_cfg or {}), model=model)
         if cfg.get("crop_mode", "center") not in ("center", "squash"):
             raise CheckpointError(f"unsupported crop_mode {cfg['crop_mode']!r} (center or squash)")
@@ -100,14 +102,19 @@ class Preprocessing:
         interp = {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}.get(
             self.interpolation, InterpolationMode.BILINEAR
         )
-        if self.crop_mode == "squash" or h != w:
-            scale: list[int] | int = [math.floor(h / self.crop_pct), math.floor(w / self.crop_pct)]
-        else:
-            scale = math.floor(h / self.crop_pct)
+        th, tw = math.floor(h / self.crop_pct), math.floor(w / self.crop_pct)
         out = []
         for img in images:
             t = torch.from_numpy(np.require(as_rgb(img), requirements=["C", "W"])).permute(2, 0, 1)
-            t = F.resize(t, scale, interpolation=interp, antialias=True)
+            if self.crop_mode == "squash":
+                size: list[int] | int = [th, tw]
+            elif th == tw:
+                size = th  # shorter side, as timm's Resize(int)
+            else:  # timm's ResizeKeepRatio for non-square inputs
+                ih, iw = t.shape[-2:]
+                ratio = min(ih / th, iw / tw)
+                size = [round(ih / ratio), round(iw / ratio)]
+            t = F.resize(t, size, interpolation=interp, antialias=True)
             out.append(F.center_crop(t, [h, w]))
         batch = torch.stack(out).float().div_(255.0)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)

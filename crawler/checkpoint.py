@@ -113,7 +113,10 @@ def scan_pickle(path: Path) -> None:
     """
     from picklescan.scanner import scan_file_path
 
-    result = scan_file_path(str(path))
+    try:
+        result = scan_file_path(str(path))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from e
     if result.scan_err:
         raise UnsafeCheckpointError(f"{path.name}: picklescan could not parse the file; refusing to load it")
     if result.infected_files or result.issues_count:

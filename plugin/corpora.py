@@ -136,8 +136,10 @@ def decode_leaf(files: Sequence[Path], limit: int | None, max_side: int | None, 
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as z:
             n = int(z["n"])
-            for path, reason in zip(z["skipped_paths"].tolist(), z["skipped_reasons"].tolist()):
-                skipped.append((path, reason))
+            bad = list(zip(z["skipped_paths"].tolist(), z["skipped_reasons"].tolist()))
+            if strict and bad:
+                raise CorruptImageError(f"cannot decode image {bad[0][0]}: {bad[0][1]}")
+            skipped.extend(bad)
             return [z[f"img{i}"] for i in range(n)]
     images, bad = [], []
     for f in files:
@@ -194,10 +196,13 @@ def load_imagenet_folder(path: str | Path, *, max_per_leaf: int | None = 50, max
             names.append(normalize_wnid(f.name))
         except HierarchyError as e:
             raise CorpusError(f"{f}: folder name is not a WordNet synset id (and not in the custom tree)") from e
-    if base is not None:
-        hierarchy = base.restricted_to(names) if all(n in base for n in names) else _graft(base, names)
-    else:
-        hierarchy = Hierarchy.from_wordnet(names)
+    try:
+        if base is not None:
+            hierarchy = base.restricted_to(names) if all(n in base for n in names) else _graft(base, names)
+        else:
+            hierarchy = Hierarchy.from_wordnet(names)
+    except HierarchyError as e:
+        raise CorpusError(f"{root}: {e}") from e
     cache_dir = cache_root() / "decoded" if cache else None
     skipped: list[tuple[str, str]] = []
     leaves = []

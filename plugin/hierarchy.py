@@ -312,3 +312,14 @@ def _looks_like_wnid(node: str) -> bool:
         return True
     except HierarchyError:
         return False
+
+
+def wordnet_related(a: str, b: str, wordnet: WordNet | None = None) -> bool:
+    """True if one synset is the other or lies above it in full WordNet.
+
+    Corpus hierarchies only hold the ancestors of their leaves; this asks
+    WordNet itself, e.g. whether ImageNet's "missile" lies below a "rocket" leaf.
+    """
+    h = Hierarchy.from_wordnet([normalize_wnid(a), normalize_wnid(b)], wordnet)
+    return h.related(normalize_wnid(a), normalize_wnid(b))
+

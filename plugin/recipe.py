@@ -48,6 +48,9 @@ class Recipe:
     coherence_rounds: int = 5
     weak_alpha: float = 0.3  # alpha for weak guesses: a share of hits always favours "everything"
     weak_min_hits: int = 2  # open world: copies labelled i a leaf needs to enter a weak domain guess
+    # The model-level verdict
+    verdict_max_span: float = 6.0  # one domain only if every class domain is within this many hops of the LCA
+    verdict_min_depth: int = 4  # ... and the LCA is at least this deep ("artifact" is 4, "object" 2)
     # Engineering
     seed: int = 0
     batch_size: int = 64
@@ -125,8 +128,8 @@ class Recipe:
         out = {}
         for k, v in self.to_dict().items():
             if isinstance(v, dict):
-                for k2, v2 in _flatten(v).items():
-                    out[f"{k}.{k2}"] = str(v2)
+                flat = _flatten(v)
+                out.update({f"{k}.{k2}": str(v2) for k2, v2 in flat.items()} if flat else {k: "{}"})
             else:
                 out[k] = ",".join(map(str, v)) if isinstance(v, list) else str(v)
         return out

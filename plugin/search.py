@@ -291,12 +291,13 @@ def _image_labels(labels: np.ndarray, recipe: Recipe) -> np.ndarray:
     return np.array([np.bincount(row).argmax() for row in labels])
 
 
-def model_verdict(classes: list[ClassFinding], corpus: Corpus, max_span: float = 6.0) -> Verdict:
+def model_verdict(classes: list[ClassFinding], corpus: Corpus, max_span: float = 6.0, min_depth: int = 4) -> Verdict:
     """The model-level domain: the LCA over found classes' domains.
 
-    When that LCA lies more than ``max_span`` hops above some class's domain,
-    the classes share nothing meaningful and the verdict is several domains
-    (with the LCA reported for reference).
+    The classes share one domain only if that LCA is specific enough (at
+    least ``min_depth`` below the root: "artifact" yes, "physical entity" or
+    "object" no) and no class's domain lies more than ``max_span`` hops below
+    it. Otherwise the verdict is several domains, with the LCA for reference.
     """
     domains = [c.domain.synset for c in classes if c.found and c.domain]
     if not domains:
@@ -305,9 +306,9 @@ def model_verdict(classes: list[ClassFinding], corpus: Corpus, max_span: float =
     lca = hier.lca(domains)
     if lca is None:
         return Verdict("several-domains", None)
-    node = Node(lca, hier.name(lca))
     span = max(hier.distance(lca, d) for d in set(domains))
-    return Verdict("one-domain" if span <= max_span else "several-domains", node)
+    kind = "one-domain" if span <= max_span and hier.depth(lca) >= min_depth else "several-domains"
+    return Verdict(kind, Node(lca, hier.name(lca)))
 
 
 def search(blackbox, corpus: Corpus, recipe: Recipe, model: str = "model", progress: Progress | None = None) -> SearchResult:
@@ -320,5 +321,5 @@ def search(blackbox, corpus: Corpus, recipe: Recipe, model: str = "model", progr
     classes = [finalize_class(i, c, tops[i], sp, corpus, recipe) for i, c in enumerate(chosen)]
     found = [c.finding for c in classes]
     findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries, recipe=recipe.to_dict(),
-                        classes=tuple(found), verdict=model_verdict(found, corpus), corpus=corpus.name)
+                        classes=tuple(found), verdict=model_verdict(found, corpus, recipe.verdict_max_span, recipe.verdict_min_depth), corpus=corpus.name)
     return SearchResult(findings, sp, classes)

@@ -222,8 +222,6 @@ def test_corrupt_images_raise_when_strict(with_corrupt, cache):
     assert issubclass(CorruptImageError, CorpusError)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the decoded-image cache key ignores `strict`, so a cached "
-                   "non-strict load hides corrupt files from a later strict load")
 def test_strict_is_not_fooled_by_the_cache(with_corrupt, cache):
     load_imagenet_folder(with_corrupt, max_per_leaf=None, progress=False)
     with pytest.raises(CorruptImageError):
