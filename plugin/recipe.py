@@ -56,7 +56,7 @@ class Recipe:
     batch_size: int = 64
     query_budget: int | None = None
     montage_samples: int = 16
-    checks: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ("dataset_index", "label_similarity")  # follow-ups; "aux" and "clone" are opt-in
     check_options: dict = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
