@@ -34,8 +34,8 @@ class Recipe:
     rotate: float = 10.0  # max rotation, degrees
     perspective: float = 0.15  # distortion scale of the random perspective
     # Step 2: candidates
-    threshold: float = 0.2  # on the support-adjusted functional score
-    top_k: int = 8
+    threshold: float = 0.3  # on the support-adjusted functional score
+    top_k: int = 16
     confidence_z: float = 1.0  # Wilson lower bound; small leaves are weak evidence
     # Step 3: clustering and the objective
     k_min: int = 1
@@ -44,7 +44,7 @@ class Recipe:
     alpha: float = 0.6  # weight of the functional term
     singleton_semantic: float = 0.33  # S of a one-leaf cluster (closeness at distance 3)
     min_samples: int = 20  # generality: a domain must supply this many filtered images
-    coherence: float = 0.25  # weight of closeness to the other classes' domains (0 = per class only)
+    coherence: float = 1.0  # weight of closeness to the other classes' domains (0 = per class only)
     coherence_rounds: int = 5
     weak_alpha: float = 0.3  # alpha for weak guesses: a share of hits always favours "everything"
     weak_min_hits: int = 2  # open world: copies labelled i a leaf needs to enter a weak domain guess

@@ -235,34 +235,53 @@ def _eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:
     return big or clusters
 
 
-def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe) -> list[Cluster | None]:
+def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe, leaves: list[str]) -> list[Cluster | None]:
     """Picks one cluster per class.
 
     First each class alone by the α-objective (ties to the larger cluster: the
     paper prefers inclusive domains). Then, when ``coherence`` > 0, a few
     rounds of coordinate ascent add ``coherence`` x the mean closeness of a
-    cluster's domain to the other classes' domains: the classes of one model
-    usually share a domain, which breaks ties that out-of-domain leaves
-    (a 3-class model labels *everything*) would otherwise win.
+    cluster's *leaves* to the leaves the model's other classes chose: the
+    classes of one model usually share a domain, which breaks ties that
+    out-of-domain leaves (a 3-class model labels *everything*) would otherwise
+    win. Leaves, not LCA domains, because a generic domain ("whole") sits
+    close to everything and would be rewarded for being vague.
     """
-    hier = corpus.hierarchy
     pools = [_eligible(o, recipe) for o in options]
     chosen = [max(p, key=lambda c: (round(c.objective, 12), len(c.members))) if p else None for p in pools]
     if recipe.coherence <= 0:
         return chosen
+    used = sorted({j for p in pools for c in p for j in c.members})
+    if not used:
+        return chosen
+    col = {j: k for k, j in enumerate(used)}
+    dist = corpus.hierarchy.distance_matrix([leaves[j] for j in used])
+    close = np.where(dist == 0, 1.0, 1.0 / np.where(np.isfinite(dist) & (dist > 0), dist, np.inf))
+
+    def weights(c: Cluster | None) -> np.ndarray:
+        w = np.zeros(len(used))
+        if c is not None and not c.weak:
+            w[[col[j] for j in c.members]] = 1.0 / len(c.members)  # each class counts once
+        return w
+
     for _ in range(recipe.coherence_rounds):
         changed = False
+        total = sum(weights(c) for c in chosen)
         for i, pool in enumerate(pools):
-            others = [c.domain for k, c in enumerate(chosen) if k != i and c is not None and c.domain and not c.weak]
-            if not pool or not others:
+            if not pool:
+                continue
+            others = total - weights(chosen[i])
+            n_others = others.sum()
+            if n_others <= 0:
                 continue
 
             def key(c: Cluster):
-                bonus = np.mean([hier.closeness(c.domain, d) for d in others]) if c.domain else 0.0
+                bonus = float(close[[col[j] for j in c.members]].dot(others).mean() / n_others)
                 return (round(c.objective + recipe.coherence * bonus, 12), len(c.members))
 
             best = max(pool, key=key)
             if best is not chosen[i]:
+                total += weights(best) - weights(chosen[i])
                 chosen[i], changed = best, True
         if not changed:
             break
@@ -317,7 +336,7 @@ def search(blackbox, corpus: Corpus, recipe: Recipe, model: str = "model", progr
         raise CorpusError(f"corpus {corpus.name!r} is flat; the search needs a hierarchical corpus")
     sp = functional_scores(blackbox, corpus, recipe, progress)
     options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe) for i in range(sp.counts.shape[0])))
-    chosen = choose_clusters(list(options), corpus, recipe)
+    chosen = choose_clusters(list(options), corpus, recipe, sp.leaves)
     classes = [finalize_class(i, c, tops[i], sp, corpus, recipe) for i, c in enumerate(chosen)]
     found = [c.finding for c in classes]
     findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries, recipe=recipe.to_dict(),

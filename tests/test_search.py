@@ -90,9 +90,9 @@ def test_true_leaf_in_chosen_cluster(demo_models, demo_corpus):
         for c in f.classes:
             total += 1
             hits += truth["models"][name]["classes"][c.index] in {n.synset for n in c.leaves}
-    # Measured 16/17 with the demo recipe; the miss is footwear's "ankle boot", the class a
-    # 3-class model uses for everything out of domain (README: "Choosing the defaults").
-    assert hits / total >= 0.85, f"{hits}/{total}"
+    # Measured 17/17 with the demo recipe (README: "Choosing the defaults"); one class of slack
+    # for platform numerics, since footwear's "ankle boot" is a catch-all won only by coherence.
+    assert hits >= total - 1, f"{hits}/{total}"
     digits = search(TorchBlackBox.from_folder(model_dir("digits")), demo_corpus, recipe).findings
     digit_leaves = set(truth["models"]["digits"]["classes"])
     assert all(c.found and {n.synset for n in c.leaves} <= digit_leaves for c in digits.classes)
