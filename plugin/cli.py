@@ -6,7 +6,6 @@ hierarchy print one clear line and exit 2 instead of a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -112,7 +111,7 @@ def cmd_demo(args) -> int:
         rows.append((name, f"{sum(c.found for c in f.classes)}/{f.num_classes}",
                      f"{f.verdict.kind}: {f.verdict.domain.name if f.verdict.domain else '-'}", f.queries, f"{inv.seconds:.0f}s"))
     print_table(["model", "classes found", "domain", "queries", "time"], rows)
-    print(f"\nheld-out accuracies of the demo models (ground truth, never shown to the search): "
+    print("\nheld-out accuracies of the demo models (ground truth, never shown to the search): "
           + ", ".join(f"{k} {v['heldout_accuracy']}" for k, v in truth["models"].items() if v["heldout_accuracy"] is not None))
     print(f"total {time.time() - t0:.0f} s. Open the runs with:\n  mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}")
     return 0

@@ -22,6 +22,7 @@ import numpy as np
 
 from plugin.corpora import cache_root
 from plugin.demo_corpus import DIGIT_SYNSETS, DIGITS_CORPUS_MOD, FASHION_SYNSETS, fashion_mnist, sklearn_digits
+from plugin.training import fit
 
 ARCH = "test_resnet"  # timm's 0.37M-parameter ResNet: ~20 s per Fashion epoch on 2 cores
 DEMO_PRETRAINED_CFG = {"input_size": [3, 32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
@@ -123,25 +124,7 @@ def train_model(spec: DemoSpec, seed: int = 0):
     X = _to_batch(pre, tx)  # the black box's own preprocessing, so train and query match
     Y = torch.from_numpy(ty)
     model = timm.create_model(ARCH, pretrained=False, num_classes=len(spec.classes))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = spec.epochs * ((len(X) + 127) // 128)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    model.train()
-    for _ in range(spec.epochs):
-        order = torch.from_numpy(rng.permutation(len(X)))
-        for start in range(0, len(X), 128):
-            idx = order[start : start + 128]
-            xb = X[idx]
-            # Small random shifts: real classifiers are trained with augmentation,
-            # which is what gives them the invariance the functional score probes.
-            dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
-            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
-            loss = torch.nn.functional.cross_entropy(model(xb), Y[idx], label_smoothing=0.05)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
+    fit(model, X, Y, epochs=spec.epochs, batch_size=128, lr=3e-3, shift=3, rng=rng)
     with torch.inference_mode():
         pred = torch.cat([model(_to_batch(pre, hx[i : i + 512])).argmax(1) for i in range(0, len(hx), 512)])
     acc = float((pred.numpy() == hy).mean())

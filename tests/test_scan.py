@@ -184,6 +184,9 @@ def test_sigkill_then_rerun_no_duplicates(small_hub, tmp_path, monkeypatch):
     import yaml
 
     recipe_file.write_text(yaml.safe_dump({"images_per_leaf": 3, "transforms_per_image": 1}))
+    # Create the sqlite store first: two processes creating MLflow's tables at
+    # once race ("table already exists"), which is not what this test is about.
+    assert _child_runs() == []
     proc = subprocess.Popen([sys.executable, "-m", "crawler.scan", "--source", spec, "--recipe", str(recipe_file),
                              "--no-progress"], cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

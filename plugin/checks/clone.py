@@ -55,6 +55,7 @@ import numpy as np
 
 from plugin.checks import CheckContext, CheckResult, register_check
 from plugin.errors import ConfigError
+from plugin.training import fit
 
 NAME = "clone"
 COLUMNS = ("true", "found", "random")  # the paper's Table 5 column order
@@ -184,25 +185,7 @@ def train_student(images, labels: np.ndarray, num_classes: int, pre, opts: dict,
         bs = int(opts["batch_size"])
         per_epoch = math.ceil(len(X) / bs)
         epochs = max(int(opts["epochs"]), math.ceil(int(opts["min_steps"]) / per_epoch))
-        lr = float(opts["lr"])
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch)
-        shift = int(opts["shift"])
-        model.train()
-        for _ in range(epochs):
-            order = torch.from_numpy(rng.permutation(len(X)))
-            for start in range(0, len(X), bs):
-                idx = order[start : start + bs]
-                xb = X[idx]
-                if shift:
-                    dx, dy = (int(v) for v in rng.integers(-shift, shift + 1, size=2))
-                    xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
-                loss = torch.nn.functional.cross_entropy(model(xb), Y[idx], label_smoothing=0.05)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-        return model.eval()
+        return fit(model, X, Y, epochs=epochs, batch_size=bs, lr=float(opts["lr"]), shift=int(opts["shift"]), rng=rng)
 
 
 def per_class_accuracy(model, pre, images, labels: np.ndarray, num_classes: int) -> np.ndarray:
