@@ -3,7 +3,7 @@ VENV ?= .venv
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 export DOMAIN_FINDER_CACHE ?= $(CURDIR)/.cache/domain-finder
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench tune
 setup:
 	@bash scripts/setup.sh
 
@@ -15,3 +15,6 @@ test: setup  ## the whole test suite (slow end-to-end tests included, kept small
 
 bench: setup
 	$(VENV)/bin/python benchmarks/search_overhead.py
+
+tune: setup
+	$(VENV)/bin/python benchmarks/tune_defaults.py
