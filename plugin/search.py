@@ -200,17 +200,16 @@ def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) ->
     adjusted = wilson_lower_bound(raw, sp.n_images, recipe.confidence_z)
     order = np.lexsort((-raw, -adjusted))  # by adjusted, ties by raw
     top = tuple(LeafScore(leaves[j], hier.name(leaves[j]), float(raw[j]), float(adjusted[j])) for j in order[: recipe.top_k])
-    per_image = [_image_labels(sp.labels[j], recipe) == i for j in range(len(leaves))]
     strong = [int(j) for j in order[: recipe.top_k] if adjusted[j] >= recipe.threshold]
-    clusters = _clusters(strong, i, sp, hier, recipe, per_image, weak=False)
+    clusters = _clusters(strong, i, sp, hier, recipe, weak=False)
     if any(c.n_samples >= recipe.min_samples for c in clusters):
         return clusters, top
     hits = sp.counts[i]
     by_hits = [int(j) for j in np.argsort(-hits, kind="stable")[: recipe.top_k] if hits[j] >= recipe.weak_min_hits]
-    return _clusters(by_hits, i, sp, hier, recipe, per_image, weak=True), top
+    return _clusters(by_hits, i, sp, hier, recipe, weak=True), top
 
 
-def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, per_image, weak: bool) -> list[Cluster]:
+def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak: bool) -> list[Cluster]:
     if not cand:
         return []
     leaves = sp.leaves
@@ -223,7 +222,9 @@ def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, per_
             members = tuple(sorted(cand[g] for g in group))
             if members not in clusters:
                 f, s, obj = _cluster_scores(list(members), i, sp, hier, leaves, recipe, weak)
-                n = int(sum(per_image[j].sum() for j in members))
+                # Filtered samples, computed for candidate leaves only: a 1000-class model
+                # would otherwise relabel every leaf once per class.
+                n = int(sum((image_labels(sp.labels[j], recipe) == i).sum() for j in members))
                 clusters[members] = Cluster(members, f, s, obj, n, hier.lca([leaves[j] for j in members]), weak)
     return list(clusters.values())
 
@@ -297,13 +298,13 @@ def finalize_class(i: int, cluster: Cluster | None, top: tuple[LeafScore, ...], 
     leaves = sp.leaves
     chosen = tuple(Node(leaves[j], hier.name(leaves[j])) for j in cluster.members)
     domain = Node(cluster.domain, hier.name(cluster.domain)) if cluster.domain else None
-    samples = [(j, int(img)) for j in cluster.members for img in np.flatnonzero(_image_labels(sp.labels[j], recipe) == i)]
+    samples = [(j, int(img)) for j in cluster.members for img in np.flatnonzero(image_labels(sp.labels[j], recipe) == i)]
     finding = ClassFinding(i, not cluster.weak, chosen, domain, cluster.functional, cluster.semantic, cluster.objective,
                            len(samples), top)
     return ClassSearch(finding, samples)
 
 
-def _image_labels(labels: np.ndarray, recipe: Recipe) -> np.ndarray:
+def image_labels(labels: np.ndarray, recipe: Recipe) -> np.ndarray:
     """One label per image for filtering: the original's, else the copies' majority."""
     if recipe.include_original:
         return labels[:, 0]

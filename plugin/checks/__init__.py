@@ -73,12 +73,3 @@ def get_check(name: str) -> Check:
 def available_checks() -> list[str]:
     _load_builtin()
     return sorted(CHECKS)
-
-
-def run_checks(names, ctx_factory: Callable[[str], CheckContext]) -> list[CheckResult]:
-    """Runs the named checks in order; ``ctx_factory(name)`` builds each context."""
-    out = []
-    for name in names:
-        check = get_check(name)
-        out.append(check(ctx_factory(name)))
-    return out

@@ -28,6 +28,7 @@ import numpy as np
 
 from plugin.checks import CheckContext, CheckResult, register_check
 from plugin.hierarchy import wordnet_related
+from plugin.search import image_labels
 
 MIN_STRENGTH = 0.5  # mean mutual score of the mapping needed to claim an order
 MIN_PAIRS = 2
@@ -58,12 +59,6 @@ def known_orders(corpus, num_classes: int, pretrained_cfg: dict | None = None) -
     return orders
 
 
-def _image_labels(labels: np.ndarray, include_original: bool) -> np.ndarray:
-    if include_original:
-        return labels[:, 0]
-    return np.array([np.bincount(r).argmax() for r in labels])
-
-
 def evaluate_order(order: LabelOrder, ctx: CheckContext) -> dict:
     """All the evidence for one order (see the module docstring)."""
     from scipy.optimize import linear_sum_assignment
@@ -78,7 +73,7 @@ def evaluate_order(order: LabelOrder, ctx: CheckContext) -> dict:
     correct = total = 0
     conf = np.zeros((n_cls, len(labelled)))
     for col, (j, d) in enumerate(labelled):
-        preds = _image_labels(sp.labels[j], ctx.recipe.include_original)
+        preds = image_labels(sp.labels[j], ctx.recipe)
         correct += int((preds == d + order.offset).sum())
         total += len(preds)
         conf[:, col] = np.bincount(preds, minlength=n_cls)[:n_cls] / max(len(preds), 1)
