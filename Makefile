@@ -10,7 +10,8 @@ setup:
 demo: setup  ## the main job on the embedded demo
 	$(VENV)/bin/domain-finder scan --source demo
 
-test: setup  ## the whole test suite (slow end-to-end tests included, kept small)
+test: setup  ## the import contracts, then the whole test suite (slow end-to-end tests included, kept small)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q -ra
 
 bench: setup

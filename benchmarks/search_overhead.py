@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from crawler.blackbox import TorchBlackBox
-from plugin.demo_corpus import load_demo_corpus
-from plugin.demo_models import build_demo_models, model_dir
-from plugin.recipe import Recipe
-from plugin.search import search
+from plugin.models.torch_blackbox import TorchBlackBox
+from plugin.demo.corpus import load_demo_corpus
+from plugin.demo.models import build_demo_models, model_dir
+from plugin.core.recipe import Recipe
+from plugin.core.search import search
 
 
 def main() -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from crawler.blackbox import TorchBlackBox
-from plugin.demo_corpus import load_demo_corpus
-from plugin.demo_models import build_demo_models, model_dir
-from plugin.recipe import Recipe
-from plugin.search import ScorePass, candidate_clusters, choose_clusters, functional_scores
+from plugin.models.torch_blackbox import TorchBlackBox
+from plugin.demo.corpus import load_demo_corpus
+from plugin.demo.models import build_demo_models, model_dir
+from plugin.core.recipe import Recipe
+from plugin.core.clusters import candidate_clusters, choose_clusters
+from plugin.core.scores import ScorePass, functional_scores
 
 GYM_SHOE = "n03472535"
 GRID = dict(alpha=[0.4, 0.6], threshold=[0.2, 0.3], merge_distance=[3.0, 4.0], coherence=[0.0, 0.25, 0.5, 1.0],

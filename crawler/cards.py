@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from plugin.models.hub_layout import has_label_names, is_classifier  # noqa: F401 - re-exported for the scan
+
 MIN_PROSE_WORDS = 40
 UNDOCUMENTED_THRESHOLD = 0.5
 WEIGHTS = {"boilerplate": 0.20, "little_prose": 0.25, "no_datasets_metadata": 0.20,
@@ -175,32 +177,6 @@ def _as_list(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value if v is not None and str(v).strip()]
     return [str(value)] if str(value).strip() else []
-
-
-def has_label_names(config: dict | None) -> bool:
-    """True when the config names its classes (``label_names`` or ``id2label``)."""
-    if not isinstance(config, dict):
-        return False
-    names = config.get("label_names") or config.get("id2label")
-    if not names:
-        return False
-    values = names.values() if isinstance(names, dict) else names
-    # transformers writes placeholder names LABEL_0, LABEL_1... when it knows none.
-    return not all(re.fullmatch(r"LABEL_\d+", str(v)) for v in values)
-
-
-def is_classifier(config: dict | None) -> bool:
-    """True when the config declares output classes.
-
-    False for feature encoders (``num_classes: 0``, timm's way of saying "no
-    head") and for a missing or unreadable config, whose outputs mean nothing.
-    """
-    if not isinstance(config, dict):
-        return False
-    n = config.get("num_classes")
-    if isinstance(n, int) and not isinstance(n, bool):
-        return n > 0
-    return bool(config.get("id2label") or config.get("label_names"))
 
 
 def assess_documentation(card_text: str | None, config: dict | None) -> Documentation:

@@ -30,7 +30,9 @@ from typing import Iterable
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from crawler.cards import split_front_matter
-from crawler.checkpoint import sha256_file
+from plugin.core.errors import CheckpointError
+from plugin.models.checkpoint import sha256_file
+from plugin.models.hub_layout import parse_config_text
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +190,9 @@ class HubFolder:
         config: dict = {}
         if "config.json" in names:
             try:
-                loaded = json.loads((d / "config.json").read_text(encoding="utf-8"))
-                config = loaded if isinstance(loaded, dict) else {}
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                config = {}
+                config = parse_config_text((d / "config.json").read_text(encoding="utf-8", errors="replace"))
+            except CheckpointError:
+                config = {}  # a broken config is the loader's problem, not the listing's
         is_timm = isinstance(config.get("architecture"), str)
         library = meta.get("library_name") if isinstance(meta.get("library_name"), str) else ("timm" if is_timm else None)
         pipeline = meta.get("pipeline_tag") if isinstance(meta.get("pipeline_tag"), str) else None

@@ -13,7 +13,6 @@ Time: ``schedule`` reads ``datetime.datetime.now()`` through its module global
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import threading
@@ -121,28 +120,3 @@ class Nightly:
     def _on_signal(self, signum: int) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
         self.stop_event.set()
-
-
-def cmd_schedule(args) -> int:
-    from crawler.scan import scan, scan_kwargs
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    kwargs = scan_kwargs(args)
-    nightly = Nightly(at=args.at, job=lambda: scan(**kwargs))
-    nightly.run_forever(poll_s=args.poll)
-    return 0
-
-
-def add_schedule_parser(subparsers) -> argparse.ArgumentParser:
-    """Adds ``domain-finder schedule`` to ``subparsers`` (sets ``func``)."""
-    from crawler.scan import add_scan_options
-
-    s = subparsers.add_parser(
-        "schedule", help="run a scan every night at a fixed time (no overlap; stops cleanly on Ctrl-C/SIGTERM)",
-        description="Runs `domain-finder scan` with the given options every day at --at (local time). A trigger "
-                    "that fires while the previous scan still runs is skipped and logged.")
-    s.add_argument("--at", default="02:00", help="time of day, HH:MM (default: 02:00)")
-    s.add_argument("--poll", type=float, default=30.0, help="seconds between schedule checks (default: 30)")
-    add_scan_options(s)
-    s.set_defaults(func=cmd_schedule)
-    return s

@@ -6,7 +6,6 @@ commit it was listed at, and refusing oversized weights before downloading.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from abc import ABC, abstractmethod
@@ -15,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from crawler.checkpoint import CONFIG, PICKLE_WEIGHTS, SAFETENSORS
-from crawler.hub_server import HubFolder, HubServer, LocalRepo, iso_time
-from plugin.errors import CheckpointError, ConfigError, HubError, UnknownNameError
+from plugin.models.hub_layout import CONFIG, README, WEIGHTS_PREFERENCE, parse_config_text
+from crawler.hub_server import HubFolder, LocalRepo, iso_time
+from plugin.core.registry import Registry
+from plugin.core.errors import CheckpointError, ConfigError, HubError, UnknownNameError
 
-WEIGHTS_PREFERENCE = (SAFETENSORS, *PICKLE_WEIGHTS)  # safetensors first: it cannot run code
-README = "README.md"
 
 
 class WeightsTooLargeError(CheckpointError):
@@ -232,14 +230,9 @@ class HfSource(ModelSource):
                 problems.append(str(e))
         if CONFIG in stub.filenames:
             try:
-                loaded = json.loads(self._hf_download(stub, CONFIG).read_text(encoding="utf-8"))
-                config = loaded if isinstance(loaded, dict) else None
-                if config is None:
-                    problems.append(f"{CONFIG} is not a JSON object")
-            except HubError as e:
+                config = parse_config_text(self._hf_download(stub, CONFIG).read_text(encoding="utf-8", errors="replace"))
+            except (HubError, CheckpointError) as e:
                 problems.append(str(e))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                problems.append(f"{CONFIG} is not valid JSON ({e})")
         return HubModel(stub.repo_id, stub.sha, stub.last_modified, stub.siblings, stub.tags, stub.pipeline_tag,
                         card, config, self.name, tuple(problems))
 
@@ -288,10 +281,9 @@ class DirSource(ModelSource):
         config = None
         if CONFIG in names:
             try:
-                loaded = json.loads((d / CONFIG).read_text(encoding="utf-8"))
-                config = loaded if isinstance(loaded, dict) else None
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                problems.append(f"{CONFIG} is not valid JSON ({e})")
+                config = parse_config_text((d / CONFIG).read_text(encoding="utf-8", errors="replace"))
+            except CheckpointError as e:
+                problems.append(str(e))
         return HubModel(repo.repo_id, repo.sha, repo.last_modified, tuple((f.path, f.size) for f in repo.files),
                         repo.tags, repo.pipeline_tag, card, config, self.name, tuple(problems))
 
@@ -315,54 +307,6 @@ class DirSource(ModelSource):
         shutil.copyfile(self.folder.root / repo.repo_id / filename, dest)
 
 
-def demo_hub_root() -> Path:
-    """Where the demo hub is cached (under ``DOMAIN_FINDER_CACHE``)."""
-    from crawler.demo_hub import hub_key
-    from plugin.corpora import cache_root
-
-    return cache_root() / "demo-hub" / hub_key()
-
-
-class DemoSource(ModelSource):
-    """The demo hub, served on a free loopback port and read through :class:`HfSource`.
-
-    Builds the demo hub on first use (which trains the demo models once).
-    Call :meth:`close` (or use ``with``) to stop the server.
-
-    Attributes:
-        expected: ``repo_id -> expected scan outcome`` (see :mod:`crawler.demo_hub`).
-        server: the running :class:`~crawler.hub_server.HubServer`.
-    """
-
-    name = "demo"
-
-    def __init__(self, root: str | Path | None = None, **hf_opts):
-        from crawler.demo_hub import build_demo_hub
-        from crawler.hub_server import serve_hub
-
-        self.root = Path(root) if root is not None else demo_hub_root()
-        self.expected = build_demo_hub(self.root)
-        self.server: HubServer = serve_hub(self.root)
-        hf_opts.setdefault("filter", "timm")
-        try:
-            self.hf = HfSource(endpoint=self.server.url, name=self.name, **hf_opts)
-        except BaseException:
-            self.server.stop()  # a bad option must not leave a server running
-            raise
-
-    def list_models(self) -> Iterator[HubModel]:
-        return self.hf.list_models()
-
-    def _size(self, model: HubModel, filename: str) -> int | None:
-        return self.hf._size(model, filename)
-
-    def _download(self, model: HubModel, filename: str, dest: Path) -> None:
-        self.hf._download(model, filename, dest)
-
-    def close(self) -> None:
-        self.server.stop()
-
-
 def _hf_factory(arg: str | None, **opts) -> ModelSource:
     return HfSource(endpoint=arg or opts.pop("endpoint", None), **opts)
 
@@ -373,18 +317,17 @@ def _dir_factory(arg: str | None, **opts) -> ModelSource:
     return DirSource(arg, **opts)
 
 
-def _demo_factory(arg: str | None, **opts) -> ModelSource:
-    return DemoSource(arg or None, **opts)
-
-
-SOURCES: dict[str, Callable[..., ModelSource]] = {"hf": _hf_factory, "dir": _dir_factory, "demo": _demo_factory}
+SOURCES: Registry[Callable[..., ModelSource]] = Registry("model source", group="domain_finder.sources")
+SOURCES.register("hf", _hf_factory)
+SOURCES.register("dir", _dir_factory)
 SOURCE_SPECS = ("hf", "hf:ENDPOINT", "dir:PATH", "demo", "demo:PATH")
 
 
 def get_source(spec: str, **opts) -> ModelSource:
     """Creates a source from ``"hf"``, ``"hf:ENDPOINT"``, ``"dir:PATH"``, ``"demo"`` or ``"demo:PATH"``.
 
-    ``demo:PATH`` builds and serves the demo hub in PATH instead of the cache.
+    ``demo:PATH`` builds and serves the demo hub in PATH instead of the cache
+    (the demo source registers through the ``domain_finder.sources`` entry points).
 
     Keyword options go to the source's constructor (e.g. ``author``, ``limit``).
 
@@ -393,7 +336,7 @@ def get_source(spec: str, **opts) -> ModelSource:
         ConfigError: the spec lacks a required argument.
     """
     kind, sep, arg = spec.partition(":")
-    factory = SOURCES.get(kind.strip().lower())
-    if factory is None:
+    kind = kind.strip().lower()
+    if kind not in SOURCES:
         raise UnknownNameError(f"unknown model source {spec!r}; valid: {', '.join(SOURCE_SPECS)}")
-    return factory(arg.strip() if sep else None, **opts)
+    return SOURCES.get(kind)(arg.strip() if sep else None, **opts)

@@ -11,6 +11,9 @@ from __future__ import annotations
 from mlflow.models.evaluation import ModelEvaluator
 from mlflow.models.evaluation.base import EvaluationResult
 
+from plugin.core.recipe import Recipe
+from plugin.investigate import investigate
+
 MODEL_TYPE = "domain-finder"
 
 
@@ -21,9 +24,6 @@ class DomainFinderEvaluator(ModelEvaluator):
         return model_type == MODEL_TYPE and isinstance(evaluator_config, dict) and "model" in evaluator_config
 
     def evaluate(self, *, model_type, dataset, run_id, evaluator_config, model=None, **kwargs):
-        from plugin.investigate import investigate
-        from plugin.recipe import Recipe
-
         cfg = dict(evaluator_config)
         recipe = Recipe.load(cfg.get("recipe")) if isinstance(cfg.get("recipe"), (str, type(None))) else Recipe.from_dict(cfg["recipe"])
         if cfg.get("recipe_overrides"):

@@ -1,52 +1,22 @@
 """One investigation = one MLflow run: load, search, log. The I/O edge of the search."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import logging
 import tempfile
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from plugin.corpora import Corpus, get_corpus
-from plugin.recipe import Recipe
-from plugin.search import SearchResult, search
-from plugin.tracking import TAG_PREFIX, summary_metrics, verdict_tags, write_artifacts
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Who is being investigated; tagged on the run by the context provider."""
-
-    model_id: str
-    revision: str = ""
-    sha256: dict = field(default_factory=dict, hash=False)
-    source: str = "local"
-
-    def tags(self) -> dict[str, str]:
-        out = {TAG_PREFIX + "model_id": self.model_id, TAG_PREFIX + "revision": self.revision,
-               TAG_PREFIX + "source": self.source}
-        for name, digest in sorted(self.sha256.items()):
-            out[f"{TAG_PREFIX}sha256.{name}"] = digest
-        return out
-
-
-_ACTIVE: contextvars.ContextVar[ModelIdentity | None] = contextvars.ContextVar("domain_finder_identity", default=None)
-
-
-def active_identity() -> ModelIdentity | None:
-    """The model under investigation, if any (read by the run-context provider)."""
-    return _ACTIVE.get()
-
-
-@contextlib.contextmanager
-def investigating(identity: ModelIdentity):
-    token = _ACTIVE.set(identity)
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
+from plugin.core.corpus import Corpus
+from plugin.corpora import get_corpus
+from plugin.core.recipe import Recipe
+from plugin.core.search import SearchResult, search
+from plugin import tracking
+from plugin.artifacts import write_artifacts
+from plugin.checks import CheckContext, CheckResult, get_check
+from plugin.models.checkpoint import inspect_checkpoint
+from plugin.models.torch_blackbox import TorchBlackBox
+from plugin.tracking import T_CHECK, T_STATUS, ModelIdentity, investigating, summary_metrics, verdict_tags
 
 
 @dataclass
@@ -57,41 +27,11 @@ class Investigation:
     artifacts: list[Path]
 
 
-@contextlib.contextmanager
-def _run(run_id: str | None, run_name: str | None, nested: bool):
-    """Reuses the active run (evaluate, ``mlflow run``) or starts a new one.
-
-    On an exception the run ends FAILED with the reason as a tag and an
-    ``error.txt`` artifact, so nothing is lost.
-    """
-    import mlflow
-
-    active = mlflow.active_run()
-    owns = not (active and not nested and (run_id is None or active.info.run_id == run_id))
-    run = mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested) if owns else active
-    try:
-        yield run
-    except BaseException as e:
-        reason = f"{type(e).__name__}: {e}"
-        mlflow.set_tag(TAG_PREFIX + "error", reason[:5000])
-        mlflow.log_text(traceback.format_exc(), "error.txt")
-        if owns:
-            mlflow.end_run(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
-    else:
-        if owns:
-            mlflow.end_run()
-
-
-def load_blackbox(model: str | Path, recipe: Recipe):
-    from crawler.blackbox import TorchBlackBox
-
+def load_blackbox(model: str | Path, recipe: Recipe) -> TorchBlackBox:
     return TorchBlackBox.from_folder(model, batch_size=recipe.batch_size, budget=recipe.query_budget)
 
 
 def identity_of(model: str | Path, model_id: str | None = None, revision: str = "", source: str = "local") -> ModelIdentity:
-    from crawler.checkpoint import inspect_checkpoint
-
     info = inspect_checkpoint(model)
     return ModelIdentity(model_id or Path(model).name, revision, dict(info.sha256), source)
 
@@ -113,18 +53,16 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
         checks: follow-up checks to run besides ``recipe.checks``.
         check_options: per-check options merged over ``recipe.check_options``.
     """
-    import mlflow
-
     recipe = recipe or Recipe()
     identity = identity or identity_of(model)
     t0 = time.time()
-    with investigating(identity), _run(run_id, run_name or identity.model_id, nested) as run:
-        mlflow.set_tags({**identity.tags(), TAG_PREFIX + "status": "running", **(extra_tags or {})})
-        mlflow.log_params({f"recipe.{k}": v for k, v in recipe.to_params().items()})
+    with investigating(identity), tracking.investigation_run(run_id, run_name or identity.model_id, nested) as run:
+        tracking.set_tags({**identity.tags(), T_STATUS: "running", **(extra_tags or {})})
+        tracking.log_params({f"recipe.{k}": v for k, v in recipe.to_params().items()})
         bb = load_blackbox(model, recipe)
         info = bb.info
         corpus_obj = corpus if isinstance(corpus, Corpus) else get_corpus(str(corpus))
-        mlflow.log_params({"model.id": identity.model_id, "model.architecture": info.architecture,
+        tracking.log_params({"model.id": identity.model_id, "model.architecture": info.architecture,
                            "model.num_classes": info.num_classes, "model.weights_file": info.weights_file,
                            "model.has_label_names": info.label_names is not None, "model.device": bb.device,
                            "corpus.name": corpus_obj.name, "corpus.leaves": len(corpus_obj.leaves),
@@ -136,13 +74,13 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
             for c in checks:
                 result.findings = result.findings.with_extra(c.name, {"applicable": c.applicable, "reason": c.reason,
                                                                       **c.summary} if not c.applicable else c.summary)
-                mlflow.log_metrics(c.metrics)
+                tracking.log_metrics(c.metrics)
             seconds = time.time() - t0
-            mlflow.log_metrics({**summary_metrics(result, seconds), "total_queries": float(bb.num_queries)})
-            mlflow.set_tags({**verdict_tags(result), TAG_PREFIX + "status": "finished",
-                             **{f"{TAG_PREFIX}check.{c.name}": _check_tag(c) for c in checks}})
+            tracking.log_metrics({**summary_metrics(result, seconds), "total_queries": float(bb.num_queries)})
+            tracking.set_tags({**verdict_tags(result), T_STATUS: "finished",
+                               **{f"{T_CHECK}{c.name}": _check_tag(c) for c in checks}})
             paths = write_artifacts(result, corpus_obj, Path(tmp), recipe.montage_samples)
-            mlflow.log_artifacts(tmp)
+            tracking.log_artifacts(tmp)
             names = [p.relative_to(tmp) for p in paths] + [p.relative_to(tmp) for c in checks for p in c.artifacts]
         if json_out:
             result.findings.write(json_out)
@@ -162,10 +100,6 @@ def run_followups(names: list[str], bb, corpus: Corpus, result: SearchResult, re
     The search result is the investigation's main evidence, so one check's
     failure (a missing vectors file, a bad aux folder) must not lose it.
     """
-    import logging
-
-    from plugin.checks import CheckContext, CheckResult, get_check
-
     out = []
     for name in names:
         check = get_check(name)  # unknown names fail fast, before any work

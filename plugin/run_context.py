@@ -3,15 +3,13 @@ from __future__ import annotations
 
 from mlflow.tracking.context.abstract_context import RunContextProvider
 
+from plugin.tracking import active_identity
+
 
 class DomainFinderRunContextProvider(RunContextProvider):
     def in_context(self) -> bool:
-        from plugin.investigate import active_identity
-
         return active_identity() is not None
 
     def tags(self) -> dict[str, str]:
-        from plugin.investigate import active_identity
-
         identity = active_identity()
         return identity.tags() if identity else {}

@@ -29,7 +29,7 @@ def isolated_stores(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def demo_models():
     """Builds (or reuses) the demo models; returns ``(root, ground_truth)``."""
-    from plugin.demo_models import build_demo_models, models_root
+    from plugin.demo.models import build_demo_models, models_root
 
     truth = build_demo_models(progress=False)
     return models_root(), truth
@@ -37,6 +37,6 @@ def demo_models():
 
 @pytest.fixture(scope="session")
 def demo_corpus():
-    from plugin.demo_corpus import load_demo_corpus
+    from plugin.demo.corpus import load_demo_corpus
 
     return load_demo_corpus()

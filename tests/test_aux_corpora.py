@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from plugin import aux_corpora
-from plugin.aux_corpora import (AUX_LOADERS, FLOWERS102_CLASSES, detect_loader, get_aux_corpus, load_flavia,
+from plugin.corpora import aux as aux_corpora
+from plugin.corpora.aux import (AUX_LOADERS, FLOWERS102_CLASSES, detect_loader, get_aux_corpus, load_flavia,
                                 load_flowers102, load_image_folder, read_flavia_table, slug)
-from plugin.errors import ConfigError, CorpusError, CorruptImageError, UnknownNameError
+from plugin.core.errors import ConfigError, CorpusError, CorruptImageError, UnknownNameError
 
 
 def write_jpeg(path: Path, seed: int, size=(24, 18)) -> None:

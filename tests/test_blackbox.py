@@ -16,9 +16,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from crawler.blackbox import BlackBox, CountingBlackBox, Preprocessing, TorchBlackBox, as_rgb
-from crawler.checkpoint import inspect_checkpoint, load_checkpoint
-from plugin.errors import CheckpointError, QueryBudgetExceeded, UnsafeCheckpointError
+from plugin.core.blackbox import BlackBox, CountingBlackBox
+from plugin.core.images import as_rgb
+from plugin.models.torch_blackbox import Preprocessing, TorchBlackBox
+from plugin.models.checkpoint import inspect_checkpoint, load_checkpoint
+from plugin.core.errors import CheckpointError, QueryBudgetExceeded, UnsafeCheckpointError
 
 ARCH = "test_resnet"
 TINY_CFG = {"input_size": [3, 32, 32], "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
@@ -419,7 +421,7 @@ def test_bad_model_args(tmp_path):
 
 @pytest.mark.slow
 def test_real_efficientnet_labels_coffee_as_espresso(demo_models):
-    from plugin.demo_models import IMAGENET_MODEL, model_dir
+    from plugin.demo.models import IMAGENET_MODEL, model_dir
 
     root, _ = demo_models
     bb = TorchBlackBox.from_folder(model_dir(IMAGENET_MODEL, root), device="cpu")

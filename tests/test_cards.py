@@ -7,7 +7,7 @@ import pytest
 
 from crawler.cards import (MIN_PROSE_WORDS, UNDOCUMENTED_THRESHOLD, assess_documentation, datasets_in_text,
                            has_label_names, is_classifier, split_front_matter)
-from crawler.demo_hub import (FASHION_CARD, FRONT_MATTER_ONLY, SKIPPED_DOCUMENTED, build_demo_hub, bump_repo,
+from plugin.demo.hub import (FASHION_CARD, FRONT_MATTER_ONLY, SKIPPED_DOCUMENTED, build_demo_hub, bump_repo,
                               expected_outcomes, source_models)
 from crawler.sources import DirSource
 

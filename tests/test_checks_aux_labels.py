@@ -7,17 +7,17 @@ import math
 
 import pytest
 
-from crawler.blackbox import TorchBlackBox
+from plugin.models.torch_blackbox import TorchBlackBox
 from crawler.cards import assess_documentation
-from crawler.checkpoint import inspect_checkpoint
-from plugin.aux_corpora import NAMED_AUX_CORPORA, get_aux_corpus
+from plugin.models.checkpoint import inspect_checkpoint
+from plugin.corpora.aux import NAMED_AUX_CORPORA, get_aux_corpus
 from plugin.checks import CheckContext
 from plugin.checks.aux import aux_check, image_scores
 from plugin.checks.labels import label_similarity_check
-from plugin.demo_corpus import DIGIT_SYNSETS, FASHION_SYNSETS
-from plugin.demo_models import LABELLED_MODELS, model_dir
-from plugin.errors import UnknownNameError
-from plugin.recipe import Recipe
+from plugin.demo.corpus import DIGIT_SYNSETS, FASHION_SYNSETS
+from plugin.demo.models import LABELLED_MODELS, model_dir
+from plugin.core.errors import UnknownNameError
+from plugin.core.recipe import Recipe
 
 SANDAL, SNEAKER, BOOT = "n04133789", "n03472535", "n02872752"  # footwear's classes 0, 1, 2
 TRUE_LABELS = ("sandal", "sneaker", "ankle boot")
@@ -30,7 +30,7 @@ def fashion_aux():
 
 @pytest.fixture(scope="module")
 def footwear_search(demo_models, demo_corpus):
-    from plugin.search import search
+    from plugin.core.search import search
 
     bb = TorchBlackBox.from_folder(model_dir("footwear"))
     return bb, search(bb, demo_corpus, Recipe.load("demo"), model="footwear")

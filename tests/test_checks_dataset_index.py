@@ -7,14 +7,14 @@ import shutil
 import numpy as np
 import pytest
 
-from crawler.blackbox import TorchBlackBox
-from crawler.checkpoint import inspect_checkpoint
+from plugin.models.torch_blackbox import TorchBlackBox
+from plugin.models.checkpoint import inspect_checkpoint
 from plugin.checks import CheckContext, get_check
 from plugin.checks.dataset_index import known_orders
-from plugin.demo_corpus import FASHION_SYNSETS
-from plugin.demo_models import model_dir
-from plugin.recipe import Recipe
-from plugin.search import search
+from plugin.demo.corpus import FASHION_SYNSETS
+from plugin.demo.models import model_dir
+from plugin.core.recipe import Recipe
+from plugin.core.search import search
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from crawler.blackbox import CountingBlackBox
+from plugin.core.blackbox import CountingBlackBox
 from plugin.checks import CheckContext, get_check
-from plugin.corpora import Corpus, Leaf
-from plugin.hierarchy import Hierarchy
-from plugin.recipe import Recipe
-from plugin.search import search
+from plugin.core.corpus import Corpus, Leaf
+from plugin.core.hierarchy import Hierarchy
+from plugin.core.recipe import Recipe
+from plugin.core.search import search
 
 # Small enough for 2 CPU cores; the check's defaults (min_steps 200, all held-out images) are for real runs.
 FAST_STUDENT = {"epochs": 10, "min_steps": 60, "max_eval": 1500}
@@ -118,9 +118,9 @@ def test_requery_when_recipe_sends_no_originals(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["footwear", "upper-body"])
 def test_clone_on_demo_models(name, demo_models, demo_corpus, tmp_path):
-    from crawler.blackbox import TorchBlackBox
-    from crawler.checkpoint import inspect_checkpoint
-    from plugin.demo_models import DEMO_MODELS, model_dir
+    from plugin.models.torch_blackbox import TorchBlackBox
+    from plugin.models.checkpoint import inspect_checkpoint
+    from plugin.demo.models import DEMO_MODELS, model_dir
 
     bb = TorchBlackBox.from_folder(model_dir(name))
     recipe = Recipe.load("demo")

@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plugin.corpora import CORPORA, Corpus, Leaf, cache_root, get_corpus, load_imagenet_folder, register_corpus
-from plugin.demo_corpus import (DEMO_LEAVES, DIGIT_SYNSETS, FASHION_DIR, FASHION_SYNSETS, corpus_table,
+from plugin.core.corpus import Corpus, Leaf
+from plugin.core.settings import cache_root
+from plugin.corpora import CORPORA, get_corpus, register_corpus
+from plugin.corpora.imagenet import load_imagenet_folder
+from plugin.demo.corpus import (DEMO_LEAVES, DIGIT_SYNSETS, FASHION_DIR, FASHION_SYNSETS, corpus_table,
                                 load_demo_corpus)
-from plugin.errors import CorpusError, CorruptImageError, UnknownNameError
-from plugin.hierarchy import Hierarchy, default_wordnet
+from plugin.core.errors import CorpusError, CorruptImageError, UnknownNameError
+from plugin.core.hierarchy import Hierarchy, default_wordnet
 
 AIRLINER, WARPLANE, TABBY = "n02690373", "n04552348", "n02123045"
 
@@ -285,13 +288,15 @@ def test_get_corpus(imagenet_dir, cache):
     assert demo.name == "demo" and max(len(leaf) for leaf in demo.leaves) == 2
 
 
-def test_register_corpus(monkeypatch):
-    monkeypatch.setitem(CORPORA, "one-photo", lambda **kw: Corpus("one-photo", [Leaf(TABBY, "tabby", [np.zeros((4, 4, 3), np.uint8)])]))
-    assert get_corpus("one-photo").synsets == [TABBY]
-    with pytest.raises(UnknownNameError) as err:
-        get_corpus("nope")
-    assert "one-photo" in str(err.value)
-    monkeypatch.delitem(CORPORA, "one-photo")
+def test_register_corpus():
+    register_corpus("one-photo", lambda **kw: Corpus("one-photo", [Leaf(TABBY, "tabby", [np.zeros((4, 4, 3), np.uint8)])]))
+    try:
+        assert get_corpus("one-photo").synsets == [TABBY]
+        with pytest.raises(UnknownNameError) as err:
+            get_corpus("nope")
+        assert "one-photo" in str(err.value)
+    finally:
+        del CORPORA["one-photo"]
     register_corpus("two", lambda **kw: None)
     try:
         assert "two" in CORPORA

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from crawler.blackbox import TorchBlackBox
-from crawler.checkpoint import inspect_checkpoint
-from plugin.demo_corpus import DIGIT_SYNSETS, FASHION_SYNSETS
-from plugin.demo_models import (ALL_DEMO_MODELS, ARCH, DEMO_MODELS, IMAGENET_MODEL, _training_data, ground_truth_path,
+from plugin.models.torch_blackbox import TorchBlackBox
+from plugin.models.checkpoint import inspect_checkpoint
+from plugin.demo.corpus import DIGIT_SYNSETS, FASHION_SYNSETS
+from plugin.demo.models import (ALL_DEMO_MODELS, ARCH, DEMO_MODELS, IMAGENET_MODEL, _training_data, ground_truth_path,
                                 model_dir)
 
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import timm.data
 
-from plugin.errors import HierarchyError
-from plugin.hierarchy import ROOT, Hierarchy, WordNet, default_wordnet, normalize_wnid
+from plugin.core.errors import HierarchyError
+from plugin.core.hierarchy import ROOT, Hierarchy, WordNet, default_wordnet, normalize_wnid
 
 AIRLINER, WARPLANE = "n02690373", "n04552348"
 TABBY, PERSIAN = "n02123045", "n02123394"

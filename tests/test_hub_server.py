@@ -9,11 +9,11 @@ import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-from crawler.checkpoint import sha256_file
-from crawler.demo_hub import write_tiny_repo
+from plugin.models.checkpoint import sha256_file
+from plugin.demo.hub import write_tiny_repo
 from crawler.hub_server import HubFolder, serve_hub
 from crawler.sources import hub_errors
-from plugin.errors import HubError
+from plugin.core.errors import HubError
 
 TIMM_REPOS = ["alpha/one", "alpha/two", "beta/four", "beta/three", "gamma/encoder"]
 

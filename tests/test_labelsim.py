@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from plugin.errors import ConfigError
-from plugin.labelsim import (DEFAULT_THRESHOLD, LabelMatch, label_similarity, load_vectors, phrase_similarity,
+from plugin.core.errors import ConfigError
+from plugin.checks.labelsim import (DEFAULT_THRESHOLD, LabelMatch, label_similarity, load_vectors, phrase_similarity,
                              tokens, tsne_plot)
 
 LABELS = ["sandal", "sneaker", "ankle boot"]

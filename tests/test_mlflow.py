@@ -13,8 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from plugin.cli import main
-from plugin.demo_models import model_dir
-from plugin.recipe import Recipe
+from plugin.demo.models import model_dir
+from plugin.core.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_cli_investigation_logs_everything(demo_models, tmp_path):
     assert tags["domain_finder.verdict"] in {"one-domain", "several-domains", "not-found"}
     # The run-context provider tagged the identity when the run started.
     digest = json.loads((model_dir("footwear") / "config.json").read_text()) and tags["domain_finder.sha256.model.safetensors"]
-    from crawler.checkpoint import sha256_file
+    from plugin.models.checkpoint import sha256_file
 
     assert digest == sha256_file(model_dir("footwear") / "model.safetensors")
     arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}

@@ -8,10 +8,10 @@ import pytest
 import skimage.data
 import yaml
 
-import plugin.recipe
-from plugin.errors import ConfigError
-from plugin.recipe import RECIPES_DIR, Recipe
-from plugin.transforms import expand_leaf, random_homographies
+import plugin.core.recipe
+from plugin.core.errors import ConfigError
+from plugin.core.recipe import RECIPES_DIR, Recipe
+from plugin.core.transforms import expand_leaf, random_homographies
 
 FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
@@ -35,7 +35,7 @@ def test_default_recipe_is_the_defaults():
 
 def test_bare_name_lookup(tmp_path, monkeypatch):
     (tmp_path / "quick.yaml").write_text("images_per_leaf: 7\nchecks: [labels]\n")
-    monkeypatch.setattr(plugin.recipe, "RECIPES_DIR", tmp_path)
+    monkeypatch.setattr(plugin.core.recipe, "RECIPES_DIR", tmp_path)
     r = Recipe.load("quick")
     assert r.images_per_leaf == 7 and r.checks == ("labels",)
     assert r.transforms_per_image == Recipe().transforms_per_image

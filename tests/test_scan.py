@@ -12,10 +12,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from crawler import demo_hub
-from crawler.demo_hub import FAILED_CORRUPT, INVESTIGATE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER
+from plugin.demo import hub as demo_hub
+from plugin.tracking import FAILED_CORRUPT, INVESTIGATE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER
 from crawler.scan import ALREADY_AUDITED, SUBMITTED, scan
-from plugin.recipe import Recipe
+from plugin.core.recipe import Recipe
 from plugin.tracking import TAG_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def _child_runs(parent_id=None):
 @pytest.fixture
 def small_hub(tmp_path):
     """A dir: source: two tiny classifiers, an encoder, a documented one, an unsafe pickle, a truncated file."""
-    from crawler.sources import demo_hub_root
+    from plugin.demo.hub import demo_hub_root
 
     hub = tmp_path / "hub"
     demo_hub.write_tiny_repo(hub / "t" / "alpha", seed=1)
@@ -133,8 +133,8 @@ def test_kubernetes_backend_submits_project(small_hub, tmp_path, monkeypatch):
 def test_cli_parsers():
     import argparse
 
-    from crawler.scan import add_scan_parser, scan_kwargs
-    from crawler.scheduler import add_schedule_parser
+    from plugin.cli.scan import add_scan_parser, scan_kwargs
+    from plugin.cli.scan import add_schedule_parser
 
     p = argparse.ArgumentParser()
     sub = p.add_subparsers()
@@ -149,7 +149,7 @@ def test_cli_parsers():
 
 @pytest.mark.slow
 def test_full_demo_scan(tmp_path, monkeypatch):
-    from crawler.sources import DemoSource
+    from plugin.demo.hub import DemoSource
 
     marker = tmp_path / "payload-ran"
     monkeypatch.setenv(demo_hub.PAYLOAD_MARKER_ENV, str(marker))
@@ -187,7 +187,7 @@ def test_sigkill_then_rerun_no_duplicates(small_hub, tmp_path, monkeypatch):
     # Create the sqlite store first: two processes creating MLflow's tables at
     # once race ("table already exists"), which is not what this test is about.
     assert _child_runs() == []
-    proc = subprocess.Popen([sys.executable, "-m", "crawler.scan", "--source", spec, "--recipe", str(recipe_file),
+    proc = subprocess.Popen([sys.executable, "-m", "plugin.cli", "scan", "--source", spec, "--recipe", str(recipe_file),
                              "--no-progress"], cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -228,7 +228,7 @@ def test_reap_stale_runs_only_kills_runs_older_than_the_timeout():
     tags = {"domain_finder.model_id": "demo/x", "domain_finder.revision": "a" * 40}
     old = client.create_run(exp, start_time=int((_time.time() - 7200) * 1000), tags=tags).info.run_id
     fresh = client.create_run(exp, tags=tags).info.run_id
-    assert reap_stale_runs(client, exp, "demo/x", "a" * 40, timeout_s=60) == 1
+    assert reap_stale_runs(exp, "demo/x", "a" * 40, timeout_s=60) == 1
     assert client.get_run(old).info.status == "KILLED"
     assert "died" in client.get_run(old).data.tags["domain_finder.error"]
     assert client.get_run(fresh).info.status == "RUNNING"

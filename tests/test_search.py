@@ -4,12 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crawler.blackbox import CountingBlackBox, TorchBlackBox
-from plugin.corpora import Corpus, Leaf
-from plugin.demo_models import DEMO_MODELS, model_dir
-from plugin.hierarchy import Hierarchy
-from plugin.recipe import Recipe
-from plugin.search import kmedoids_labels, merge_clusters, search, wilson_lower_bound
+from plugin.core.blackbox import CountingBlackBox
+from plugin.models.torch_blackbox import TorchBlackBox
+from plugin.core.corpus import Corpus, Leaf
+from plugin.demo.models import DEMO_MODELS, model_dir
+from plugin.core.hierarchy import Hierarchy
+from plugin.core.recipe import Recipe
+from plugin.core.clusters import kmedoids_labels, merge_clusters
+from plugin.core.scores import wilson_lower_bound
+from plugin.core.search import search
 
 FASHION_MODELS = ["fashion10", "footwear", "upper-body"]
 GYM_SHOE = "n03472535"

@@ -8,12 +8,13 @@ import sys
 import pytest
 import torch
 
-from crawler.checkpoint import load_checkpoint, sha256_file
-from crawler.demo_hub import (FAILED_CORRUPT, INVESTIGATE, PAYLOAD_MARKER_ENV, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,
+from plugin.models.checkpoint import load_checkpoint, sha256_file
+from plugin.demo.hub import (FAILED_CORRUPT, INVESTIGATE, PAYLOAD_MARKER_ENV, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,
                               SKIPPED_ENCODER, bump_repo, write_tiny_repo)
 from crawler.hub_server import serve_hub
-from crawler.sources import DemoSource, DirSource, HfSource, HubModel, WeightsTooLargeError, get_source
-from plugin.errors import CheckpointError, ConfigError, HubError, UnknownNameError, UnsafeCheckpointError
+from crawler.sources import DirSource, HfSource, HubModel, WeightsTooLargeError, get_source
+from plugin.demo.hub import DemoSource
+from plugin.core.errors import CheckpointError, ConfigError, HubError, UnknownNameError, UnsafeCheckpointError
 
 CARD = "---\nlibrary_name: timm\ndatasets: [cifar10]\n---\nTrained on CIFAR-10.\n"
 

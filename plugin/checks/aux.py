@@ -25,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from plugin.checks import CheckContext, CheckResult, register_check
-from plugin.errors import ConfigError
+from plugin.artifacts import montage
+from plugin.checks.base import CheckContext, CheckResult, register_check
+from plugin.core.scores import functional_scores
+from plugin.corpora.aux import get_aux_corpus
+from plugin.core.errors import ConfigError
 
 NAME = "aux"
 DEFAULT_MONTAGE_SAMPLES = 4
@@ -38,8 +41,6 @@ def _safe(label: str) -> str:
 
 
 def _corpora(ctx: CheckContext) -> list[tuple[str, object]]:
-    from plugin.aux_corpora import get_aux_corpus
-
     opts = ctx.options or {}
     specs = opts.get("corpora") or []
     if isinstance(specs, str):
@@ -70,9 +71,6 @@ def image_scores(labels: list[np.ndarray], cls: int) -> list[tuple[float, int, i
 
 def score_corpus(ctx: CheckContext, label: str, corpus, out: Path, n_montage: int) -> tuple[dict, list[Path]]:
     """Scores one auxiliary corpus; returns its summary and the files written."""
-    from plugin.search import functional_scores
-    from plugin.tracking import montage
-
     sp = functional_scores(ctx.blackbox, corpus, ctx.recipe)
     scores = sp.scores
     num_classes = scores.shape[0]

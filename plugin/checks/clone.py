@@ -23,7 +23,7 @@ baselines of the same size and recipe bracket it:
 
 Where true data comes from (option ``heldout``):
 
-* ``"demo:<model>"``: :func:`plugin.demo_models._training_data` of that demo
+* ``"demo:<model>"``: the demo's registered :class:`HeldoutProvider` (``plugin.demo.models``), that demo
   model; C is drawn from its training split, evaluation uses its held-out split.
   With ``auto_demo`` (default true) a ``ctx.model_id`` naming a demo model
   selects this automatically.
@@ -38,7 +38,7 @@ random-corpus clones.
 Options: ``heldout``, ``auto_demo`` (true), ``max_transfer`` (2000: caps the
 transfer size, a seeded subset of A), ``max_eval`` (5000 evaluation images),
 ``student_arch`` ("test_resnet"), ``student_input_size`` (32),
-``student_pretrained_cfg`` (default: ``DEMO_PRETRAINED_CFG`` at that size),
+``student_pretrained_cfg`` (default: :data:`STUDENT_PRETRAINED_CFG` at that size),
 ``epochs`` (15), ``min_steps`` (200: small sets get more epochs), ``batch_size``
 (64), ``lr`` (3e-3), ``shift`` (3 pixels of random roll), ``random_sampling``
 ("leaf" or "image").
@@ -49,13 +49,17 @@ import csv
 import math
 import time
 from dataclasses import dataclass
+from typing import Protocol
 from pathlib import Path
 
 import numpy as np
 
-from plugin.checks import CheckContext, CheckResult, register_check
-from plugin.errors import ConfigError
-from plugin.training import fit
+from plugin.checks.base import CheckContext, CheckResult, register_check
+from plugin.core.errors import ConfigError
+from plugin.core.registry import Registry
+from plugin.corpora.imagenet import decode_image, list_images
+from plugin.models.torch_blackbox import Preprocessing
+from plugin.models.training import fit
 
 NAME = "clone"
 COLUMNS = ("true", "found", "random")  # the paper's Table 5 column order
@@ -63,6 +67,9 @@ COLUMN_TITLES = {"true": "true-data clone", "found": "found-domain clone", "rand
 DEFAULTS = {"auto_demo": True, "max_transfer": 2000, "max_eval": 5000, "student_arch": "test_resnet",
             "student_input_size": 32, "student_pretrained_cfg": None, "epochs": 15, "min_steps": 200,
             "batch_size": 64, "lr": 3e-3, "shift": 3, "random_sampling": "leaf"}
+# A small student's eval transform: squash to the input size, normalise to [-1, 1].
+STUDENT_PRETRAINED_CFG = {"input_size": [3, 32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
+                          "crop_mode": "center", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "num_classes": 0}
 
 
 @dataclass
@@ -79,21 +86,7 @@ def _not_applicable(reason: str, **summary) -> CheckResult:
     return CheckResult(NAME, False, {"reason": reason, **summary}, reason=reason)
 
 
-def _demo_true_data(name: str, num_classes: int) -> TrueData | str:
-    from plugin.demo_models import DEMO_MODELS, _training_data
-
-    if name not in DEMO_MODELS:
-        raise ConfigError(f"clone: unknown demo model {name!r} in heldout; valid: {sorted(DEMO_MODELS)}")
-    spec = DEMO_MODELS[name]
-    if len(spec.classes) != num_classes:
-        return f"demo model {name!r} has {len(spec.classes)} classes but the black box has {num_classes}"
-    tx, _ty, hx, hy = _training_data(spec)
-    return TrueData(f"demo:{name}", list(tx), list(hx), np.asarray(hy, dtype=np.int64))
-
-
 def _folder_true_data(path: Path, num_classes: int) -> TrueData | str:
-    from plugin.corpora import decode_image, list_images
-
     if not path.is_dir():
         return f"heldout folder not found: {path}"
     dirs = sorted(p for p in path.iterdir() if p.is_dir())
@@ -115,19 +108,36 @@ def _folder_true_data(path: Path, num_classes: int) -> TrueData | str:
     return TrueData(str(path), pool_x, eval_x, np.asarray(eval_y, dtype=np.int64))
 
 
+class HeldoutProvider(Protocol):
+    """True data that a known family of models was trained on (registered as ``NAME:`` in ``heldout``)."""
+
+    def load(self, arg: str, num_classes: int) -> TrueData | str:
+        """The true data for ``NAME:arg``, or the reason there is none."""
+
+    def auto(self, model_id: str) -> str | None:
+        """The ``arg`` this provider knows for ``model_id``, if any (option ``auto_demo``)."""
+
+
+# The demo registers "demo" here through the domain_finder.heldout entry points.
+HELDOUT: Registry[HeldoutProvider] = Registry("heldout provider", group="domain_finder.heldout")
+
+
 def resolve_true_data(ctx: CheckContext, num_classes: int) -> TrueData | str:
     """The true data named by the options, or the reason there is none."""
-    from plugin.demo_models import DEMO_MODELS
-
     heldout = ctx.options.get("heldout")
-    if not heldout and ctx.options.get("auto_demo", DEFAULTS["auto_demo"]) and ctx.model_id in DEMO_MODELS:
-        heldout = f"demo:{ctx.model_id}"
+    if not heldout and ctx.options.get("auto_demo", DEFAULTS["auto_demo"]):
+        for name in HELDOUT.names():
+            arg = HELDOUT.get(name).auto(ctx.model_id)
+            if arg is not None:
+                heldout = f"{name}:{arg}"
+                break
     if not heldout:
         return ("no true-distribution data: set check option heldout to 'demo:<model>' or to a folder of "
                 "class-index subfolders (0/, 1/, ...)")
     heldout = str(heldout)
-    if heldout.startswith("demo:"):
-        return _demo_true_data(heldout[len("demo:"):], num_classes)
+    prefix, sep, arg = heldout.partition(":")
+    if sep and prefix in HELDOUT:
+        return HELDOUT.get(prefix).load(arg, num_classes)
     return _folder_true_data(Path(heldout).expanduser(), num_classes)
 
 
@@ -237,9 +247,6 @@ def clone_check(ctx: CheckContext) -> CheckResult:
     Extra queries: B's ``n`` images and C's ``n`` images (plus A's ``n`` when
     the recipe sent no untransformed originals); reported as ``queries``.
     """
-    from crawler.blackbox import Preprocessing
-    from plugin.demo_models import DEMO_PRETRAINED_CFG
-
     t0 = time.time()
     opts = {**DEFAULTS, **{k: v for k, v in (ctx.options or {}).items() if v is not None}}
     unknown = sorted(set(ctx.options or {}) - set(DEFAULTS) - {"heldout"})
@@ -278,7 +285,7 @@ def clone_check(ctx: CheckContext) -> CheckResult:
     e_x, e_y = [true.eval_x[i] for i in eval_idx], true.eval_y[eval_idx]
 
     size = int(opts["student_input_size"])
-    pcfg = dict(opts["student_pretrained_cfg"] or DEMO_PRETRAINED_CFG)
+    pcfg = dict(opts["student_pretrained_cfg"] or STUDENT_PRETRAINED_CFG)
     pcfg["input_size"] = [3, size, size]
     pre = Preprocessing.from_pretrained_cfg(pcfg)
     sets = {"found": (a_x, a_y), "random": (b_x, b_y), "true": (c_x, c_y)}

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plugin.checks import CheckContext, CheckResult, register_check
-from plugin.hierarchy import wordnet_related
-from plugin.search import image_labels
+from plugin.checks.base import CheckContext, CheckResult, register_check
+from plugin.core.hierarchy import wordnet_related
+from plugin.core.scores import image_labels
 
 MIN_STRENGTH = 0.5  # mean mutual score of the mapping needed to claim an order
 MIN_PAIRS = 2

@@ -23,8 +23,9 @@ import logging
 import math
 from pathlib import Path
 
-from plugin.checks import CheckContext, CheckResult, register_check
-from plugin.errors import ConfigError
+from plugin.checks import labelsim
+from plugin.checks.base import CheckContext, CheckResult, register_check
+from plugin.core.errors import ConfigError
 
 NAME = "label_similarity"
 ARTIFACT_DIR = "labels"
@@ -50,8 +51,6 @@ def _not_applicable(reason: str) -> CheckResult:
 
 @register_check(NAME)
 def label_similarity_check(ctx: CheckContext) -> CheckResult:
-    from plugin import labelsim
-
     names = getattr(ctx.info, "label_names", None) if ctx.info is not None else None
     if not names:
         return _not_applicable("model carries no label names")

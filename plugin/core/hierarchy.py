@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from plugin.errors import HierarchyError
+from plugin.core.errors import HierarchyError
+from plugin.core.settings import wordnet_dir
 
-DEFAULT_WORDNET_DIR = Path(os.environ.get("DOMAIN_FINDER_WORDNET", "/usr/share/wordnet"))
+DEFAULT_WORDNET_DIR = wordnet_dir()
 ROOT = "n00001740"  # entity.n.01
 _HYPERNYM_POINTERS = ("@", "@i")
 
@@ -56,15 +57,34 @@ class WordNet:
                 "`apt-get install wordnet-base` or set DOMAIN_FINDER_WORDNET"
             )
         self._index: dict[str, list[str]] | None = None
+        # Per-instance caches: an lru_cache on a method would keep every instance alive.
+        self._synsets: dict[str, Synset] = {}
+        self._ancestors: dict[str, frozenset[str]] = {}
 
-    @functools.lru_cache(maxsize=None)
     def synset(self, wnid: str) -> Synset:
-        """Reads one synset by id.
+        """Reads one synset by id (cached).
 
         Raises:
             HierarchyError: the id is not the offset of a noun synset.
         """
         wnid = normalize_wnid(wnid)
+        cached = self._synsets.get(wnid)
+        if cached is None:
+            cached = self._synsets[wnid] = self._read(wnid)
+        return cached
+
+    def ancestors(self, wnid: str) -> frozenset[str]:
+        """The synset itself and all its hypernyms, up to the root (cached)."""
+        wnid = normalize_wnid(wnid)
+        out = self._ancestors.get(wnid)
+        if out is None:
+            acc = {wnid}
+            for h in self.synset(wnid).hypernyms:
+                acc |= self.ancestors(h)
+            out = self._ancestors[wnid] = frozenset(acc)
+        return out
+
+    def _read(self, wnid: str) -> Synset:
         offset = int(wnid[1:])
         with open(self._data, "rb") as fh:
             fh.seek(offset)
@@ -140,7 +160,10 @@ class Hierarchy:
             for p in ps:
                 self.children[p].append(node)
         self._check_acyclic()
+        # Per-instance caches, freed with the instance (an lru_cache on methods leaked every Hierarchy).
         self._bfs_cache: dict[str, dict[str, int]] = {}
+        self._ancestors: dict[str, frozenset[str]] = {}
+        self._depth: dict[str, int] = {}
 
     # -- construction -----------------------------------------------------
     @classmethod
@@ -223,19 +246,23 @@ class Hierarchy:
     def name(self, node: str) -> str:
         return self.names.get(self._check(node), node)
 
-    @functools.lru_cache(maxsize=None)
     def ancestors(self, node: str) -> frozenset[str]:
         """The node itself and every node above it."""
-        out = {self._check(node)}
-        for p in self.parents[node]:
-            out |= self.ancestors(p)
-        return frozenset(out)
+        out = self._ancestors.get(node)
+        if out is None:
+            acc = {self._check(node)}
+            for p in self.parents[node]:
+                acc |= self.ancestors(p)
+            out = self._ancestors[node] = frozenset(acc)
+        return out
 
-    @functools.lru_cache(maxsize=None)
     def depth(self, node: str) -> int:
         """Longest path to a root, so deeper means more specific."""
-        ps = self.parents[self._check(node)]
-        return 0 if not ps else 1 + max(self.depth(p) for p in ps)
+        d = self._depth.get(node)
+        if d is None:
+            ps = self.parents[self._check(node)]
+            d = self._depth[node] = 0 if not ps else 1 + max(self.depth(p) for p in ps)
+        return d
 
     def is_ancestor(self, a: str, b: str) -> bool:
         """True if ``a`` is ``b`` or lies above it."""
@@ -320,6 +347,7 @@ def wordnet_related(a: str, b: str, wordnet: WordNet | None = None) -> bool:
     Corpus hierarchies only hold the ancestors of their leaves; this asks
     WordNet itself, e.g. whether ImageNet's "missile" lies below a "rocket" leaf.
     """
-    h = Hierarchy.from_wordnet([normalize_wnid(a), normalize_wnid(b)], wordnet)
-    return h.related(normalize_wnid(a), normalize_wnid(b))
+    wn = wordnet or default_wordnet()
+    a, b = normalize_wnid(a), normalize_wnid(b)
+    return a in wn.ancestors(b) or b in wn.ancestors(a)
 

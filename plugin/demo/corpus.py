@@ -6,17 +6,17 @@ table is generated from it (``domain-finder corpus-table``).
 from __future__ import annotations
 
 import gzip
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from plugin.corpora import Corpus, Leaf
-from plugin.errors import CorpusError
-from plugin.hierarchy import Hierarchy
+from plugin.core.corpus import Corpus, Leaf
+from plugin.core.errors import CorpusError
+from plugin.core.hierarchy import Hierarchy
+from plugin.core.settings import fashion_mnist_dir
 
-FASHION_DIR = Path(os.environ.get("DOMAIN_FINDER_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+FASHION_DIR = fashion_mnist_dir()
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_SYNSETS = ["n03595614", "n04489008", "n04021028", "n03236735", "n03057021",
                    "n04133789", "n04197391", "n03472535", "n02773037", "n02872752"]
@@ -132,3 +132,22 @@ def corpus_table(corpus: Corpus | None = None) -> str:
         leaf = corpus.leaf(d.synset)
         rows.append(f"| {leaf.name} | {d.synset} | {d.wordnet} | {len(leaf)} | {d.source} | {d.note} |")
     return "\n".join(rows)
+
+
+# -- flat slices of the demo corpus, registered as named auxiliary corpora -----
+def _demo_flat(name: str, keep, max_per_leaf: int | None = None) -> Corpus:
+    demo = load_demo_corpus(max_per_leaf=max_per_leaf)
+    leaves = [Leaf(l.synset, l.name, l.images, source=l.source) for l in demo.leaves if keep(l.synset)]
+    orders = {k: v for k, v in demo.label_orders.items() if all(keep(s) for s in v)}
+    return Corpus(name=name, leaves=leaves, hierarchy=None, label_orders=orders)
+
+
+def load_demo_digits_faces(max_per_leaf: int | None = None, **_ignored) -> Corpus:
+    """The demo corpus's ten digit leaves and its face leaf as a flat corpus."""
+    keep = set(DIGIT_SYNSETS) | {"n05600637"}
+    return _demo_flat("demo-digits-faces", keep.__contains__, max_per_leaf)
+
+
+def load_demo_fashion(max_per_leaf: int | None = None, **_ignored) -> Corpus:
+    """The demo corpus's ten Fashion-MNIST leaves as a flat corpus."""
+    return _demo_flat("demo-fashion", set(FASHION_SYNSETS).__contains__, max_per_leaf)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from plugin.errors import ConfigError
+from plugin.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

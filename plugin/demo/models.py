@@ -20,9 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from plugin.corpora import cache_root
-from plugin.demo_corpus import DIGIT_SYNSETS, DIGITS_CORPUS_MOD, FASHION_SYNSETS, fashion_mnist, sklearn_digits
-from plugin.training import fit
+from plugin.core.settings import cache_root
+from plugin.demo.corpus import DIGIT_SYNSETS, DIGITS_CORPUS_MOD, FASHION_SYNSETS, fashion_mnist, sklearn_digits
+from plugin.checks.clone import TrueData
+from plugin.core.errors import ConfigError
+from plugin.models.torch_blackbox import Preprocessing
+from plugin.models.training import fit
 
 ARCH = "test_resnet"  # timm's 0.37M-parameter ResNet: ~20 s per Fashion epoch on 2 cores
 DEMO_PRETRAINED_CFG = {"input_size": [3, 32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
@@ -71,7 +74,7 @@ def build_key() -> str:
     import torch
     import timm
 
-    src = Path(__file__).read_bytes() + Path(__file__).with_name("demo_corpus.py").read_bytes()
+    src = Path(__file__).read_bytes() + Path(__file__).with_name("corpus.py").read_bytes()
     return hashlib.sha256(src + torch.__version__.encode() + timm.__version__.encode()).hexdigest()[:12]
 
 
@@ -113,8 +116,6 @@ def train_model(spec: DemoSpec, seed: int = 0):
     """Trains one demo CNN; returns ``(model, heldout_accuracy, seconds)``."""
     import timm
     import torch
-
-    from crawler.blackbox import Preprocessing
 
     t0 = time.time()
     torch.manual_seed(seed)
@@ -231,3 +232,22 @@ def write_labelled_copy(src_name: str, dst_name: str, label_names: list[str], ro
     shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")
     (dst / "config.json").write_text(json.dumps({**cfg, "label_names": list(label_names)}, indent=2))
     return dst
+
+
+class DemoHeldout:
+    """True data of the demo models for the clone check (``heldout: demo:<model>``)."""
+
+    def load(self, name: str, num_classes: int) -> TrueData | str:
+        if name not in DEMO_MODELS:
+            raise ConfigError(f"clone: unknown demo model {name!r} in heldout; valid: {sorted(DEMO_MODELS)}")
+        spec = DEMO_MODELS[name]
+        if len(spec.classes) != num_classes:
+            return f"demo model {name!r} has {len(spec.classes)} classes but the black box has {num_classes}"
+        tx, _ty, hx, hy = _training_data(spec)
+        return TrueData(f"demo:{name}", list(tx), list(hx), np.asarray(hy, dtype=np.int64))
+
+    def auto(self, model_id: str) -> str | None:
+        return model_id if model_id in DEMO_MODELS else None
+
+
+DEMO_HELDOUT = DemoHeldout()

@@ -1,108 +1,14 @@
-"""The corpus-based domain search (Zhang et al., §4; METHOD.md steps 1-5).
-
-Pure algorithm: it sees a :class:`~crawler.blackbox.BlackBox` and a
-:class:`~plugin.corpora.Corpus` and nothing else, no MLflow and no files.
-"""
+"""Steps 2-4 of the search: candidates, K-medoids clusters, the objective, coherence, filtering."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from plugin.corpora import Corpus
-from plugin.errors import CorpusError
-from plugin.findings import ClassFinding, Findings, LeafScore, Node, Verdict
-from plugin.recipe import Recipe
-from plugin.transforms import expand_leaf
-
-Progress = Callable[[int], None]  # called with the number of queries just made
-CHUNK = 512  # images expanded ahead of the black box; bounds memory on ImageNet
-
-
-@dataclass
-class ScorePass:
-    """The result of the one pass over the corpus (step 1).
-
-    Attributes:
-        counts: ``(num_classes, num_leaves)`` copies of leaf j labelled i.
-        totals: copies sent per leaf.
-        n_images: distinct images per leaf.
-        labels: per leaf, an ``(n_images, copies)`` array of hard labels.
-    """
-
-    leaves: list[str]
-    counts: np.ndarray
-    totals: np.ndarray
-    n_images: np.ndarray
-    labels: list[np.ndarray]
-    queries: int
-    seconds: float
-
-    @property
-    def scores(self) -> np.ndarray:
-        """The functional-score matrix ``l(i, j)``."""
-        return self.counts / np.maximum(self.totals, 1)[None, :]
-
-
-def wilson_lower_bound(p: np.ndarray | float, n: np.ndarray | float, z: float) -> np.ndarray:
-    """Lower confidence bound of a proportion observed on ``n`` images.
-
-    Copies of one image are strongly correlated, so ``n`` is the number of
-    distinct images: a one-image leaf at 1.0 is weak evidence (METHOD.md,
-    "Generality"), a 50-image leaf at 0.9 is strong.
-    """
-    p = np.asarray(p, dtype=float)
-    n = np.maximum(np.asarray(n, dtype=float), 1e-9)
-    if z <= 0:
-        return p
-    denom = 1 + z * z / n
-    centre = p + z * z / (2 * n)
-    margin = z * np.sqrt(np.maximum(p * (1 - p) / n + z * z / (4 * n * n), 0))
-    return np.clip((centre - margin) / denom, 0.0, 1.0)
-
-
-def functional_scores(blackbox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None) -> ScorePass:
-    """Step 1: one batched pass giving ``l(i, j)`` for every class at once."""
-    t0 = time.time()
-    start_queries = blackbox.num_queries
-    copies = recipe.copies_per_image
-    leaves = corpus.leaves
-    n_images = np.array([min(len(l), recipe.images_per_leaf) for l in leaves])
-    labels = [np.full((n, copies), -1, dtype=np.int64) for n in n_images]
-    pending: list[np.ndarray] = []
-    where: list[tuple[int, int, int]] = []  # (leaf, image, copy) of each pending image
-
-    def flush():
-        if not pending:
-            return
-        out = blackbox.predict(pending)
-        for (j, img, c), lab in zip(where, out):
-            labels[j][img, c] = lab
-        if progress:
-            progress(len(pending))
-        pending.clear()
-        where.clear()
-
-    for j, leaf in enumerate(leaves):
-        imgs = [leaf.images[k] for k in range(n_images[j])]
-        expanded = expand_leaf(imgs, recipe, seed=recipe.seed * 1_000_003 + j)
-        for pos, img in enumerate(expanded):
-            pending.append(img)
-            where.append((j, pos // copies, pos % copies))
-            if len(pending) >= CHUNK:
-                flush()
-    flush()
-    observed = max((int(l.max()) for l in labels if l.size), default=-1) + 1
-    num_classes = blackbox.num_classes or observed
-    if observed > num_classes:
-        raise ValueError(f"black box returned label {observed - 1} but claims {num_classes} classes")
-    counts = np.zeros((num_classes, len(leaves)), dtype=np.int64)
-    for j, lab in enumerate(labels):
-        counts[:, j] = np.bincount(lab.ravel(), minlength=num_classes)
-    return ScorePass([l.synset for l in leaves], counts, n_images * copies, n_images, labels,
-                     blackbox.num_queries - start_queries, time.time() - t0)
+from plugin.core.corpus import Corpus
+from plugin.core.findings import ClassFinding, LeafScore, Node
+from plugin.core.recipe import Recipe
+from plugin.core.scores import ScorePass, image_labels, wilson_lower_bound
 
 
 def kmedoids_labels(dist: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,13 +52,6 @@ class ClassSearch:
 
     finding: ClassFinding
     samples: list[tuple[int, int]] = field(default_factory=list)  # (leaf index, image index)
-
-
-@dataclass
-class SearchResult:
-    findings: Findings
-    scores: ScorePass
-    classes: list[ClassSearch]
 
 
 def _cluster_scores(members: list[int], i: int, sp: ScorePass, hier, leaves: list[str], recipe: Recipe, weak: bool = False):
@@ -302,44 +201,3 @@ def finalize_class(i: int, cluster: Cluster | None, top: tuple[LeafScore, ...], 
     finding = ClassFinding(i, not cluster.weak, chosen, domain, cluster.functional, cluster.semantic, cluster.objective,
                            len(samples), top)
     return ClassSearch(finding, samples)
-
-
-def image_labels(labels: np.ndarray, recipe: Recipe) -> np.ndarray:
-    """One label per image for filtering: the original's, else the copies' majority."""
-    if recipe.include_original:
-        return labels[:, 0]
-    return np.array([np.bincount(row).argmax() for row in labels])
-
-
-def model_verdict(classes: list[ClassFinding], corpus: Corpus, max_span: float = 6.0, min_depth: int = 4) -> Verdict:
-    """The model-level domain: the LCA over found classes' domains.
-
-    The classes share one domain only if that LCA is specific enough (at
-    least ``min_depth`` below the root: "artifact" yes, "physical entity" or
-    "object" no) and no class's domain lies more than ``max_span`` hops below
-    it. Otherwise the verdict is several domains, with the LCA for reference.
-    """
-    domains = [c.domain.synset for c in classes if c.found and c.domain]
-    if not domains:
-        return Verdict("not-found", None)
-    hier = corpus.hierarchy
-    lca = hier.lca(domains)
-    if lca is None:
-        return Verdict("several-domains", None)
-    span = max(hier.distance(lca, d) for d in set(domains))
-    kind = "one-domain" if span <= max_span and hier.depth(lca) >= min_depth else "several-domains"
-    return Verdict(kind, Node(lca, hier.name(lca)))
-
-
-def search(blackbox, corpus: Corpus, recipe: Recipe, model: str = "model", progress: Progress | None = None) -> SearchResult:
-    """Runs steps 1-5 for every class of ``blackbox`` on ``corpus``."""
-    if corpus.hierarchy is None:
-        raise CorpusError(f"corpus {corpus.name!r} is flat; the search needs a hierarchical corpus")
-    sp = functional_scores(blackbox, corpus, recipe, progress)
-    options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe) for i in range(sp.counts.shape[0])))
-    chosen = choose_clusters(list(options), corpus, recipe, sp.leaves)
-    classes = [finalize_class(i, c, tops[i], sp, corpus, recipe) for i, c in enumerate(chosen)]
-    found = [c.finding for c in classes]
-    findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries, recipe=recipe.to_dict(),
-                        classes=tuple(found), verdict=model_verdict(found, corpus, recipe.verdict_max_span, recipe.verdict_min_depth), corpus=corpus.name)
-    return SearchResult(findings, sp, classes)

@@ -18,8 +18,11 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from plugin.corpora import Corpus, Leaf, cache_root, decode_leaf, list_images
-from plugin.errors import ConfigError, CorpusError, UnknownNameError
+from plugin.core.corpus import Corpus, Leaf
+from plugin.core.settings import cache_root
+from plugin.corpora.imagenet import decode_leaf, list_images
+from plugin.core.registry import Registry
+from plugin.core.errors import ConfigError, CorpusError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -358,11 +361,10 @@ def load_image_folder(path: str | Path, *, max_per_leaf: int | None = 50, max_si
 
 
 # -- registry --------------------------------------------------------------------
-AUX_LOADERS: dict[str, Callable[..., Corpus]] = {
-    "flavia": load_flavia,
-    "flowers102": load_flowers102,
-    "imagefolder": load_image_folder,
-}
+AUX_LOADERS: Registry[Callable[..., Corpus]] = Registry("auxiliary corpus loader")
+AUX_LOADERS.register("flavia", load_flavia)
+AUX_LOADERS.register("flowers102", load_flowers102)
+AUX_LOADERS.register("imagefolder", load_image_folder)
 
 
 def detect_loader(path: str | Path) -> str:
@@ -376,41 +378,15 @@ def detect_loader(path: str | Path) -> str:
 
 
 # -- named auxiliary corpora ---------------------------------------------------------
-def _demo_flat(name: str, keep, max_per_leaf: int | None = None) -> Corpus:
-    from plugin.demo_corpus import load_demo_corpus
-
-    demo = load_demo_corpus(max_per_leaf=max_per_leaf)
-    leaves = [Leaf(l.synset, l.name, l.images, source=l.source) for l in demo.leaves if keep(l.synset)]
-    orders = {k: v for k, v in demo.label_orders.items() if all(keep(s) for s in v)}
-    return Corpus(name=name, leaves=leaves, hierarchy=None, label_orders=orders)
-
-
-def load_demo_digits_faces(max_per_leaf: int | None = None, **_ignored) -> Corpus:
-    """The demo corpus's ten digit leaves and its face leaf as a flat corpus."""
-    from plugin.demo_corpus import DIGIT_SYNSETS
-
-    keep = set(DIGIT_SYNSETS) | {"n05600637"}
-    return _demo_flat("demo-digits-faces", keep.__contains__, max_per_leaf)
-
-
-def load_demo_fashion(max_per_leaf: int | None = None, **_ignored) -> Corpus:
-    """The demo corpus's ten Fashion-MNIST leaves as a flat corpus."""
-    from plugin.demo_corpus import FASHION_SYNSETS
-
-    return _demo_flat("demo-fashion", set(FASHION_SYNSETS).__contains__, max_per_leaf)
-
-
 # Ready-made flat corpora that need no path: ``get_aux_corpus("demo-fashion")``.
-# Each builder takes ``max_per_leaf`` and ignores the other loader knobs.
-NAMED_AUX_CORPORA: dict[str, Callable[..., Corpus]] = {
-    "demo-digits-faces": load_demo_digits_faces,
-    "demo-fashion": load_demo_fashion,
-}
+# Each builder takes ``max_per_leaf`` and ignores the other loader knobs. The
+# demo registers its own through the ``domain_finder.aux_corpora`` entry points.
+NAMED_AUX_CORPORA: Registry[Callable[..., Corpus]] = Registry("named auxiliary corpus", group="domain_finder.aux_corpora")
 NAMED_LOADER = "named"  # ``named:LABEL=NAME`` forces a named corpus
 
 
 def _valid_names() -> str:
-    return f"valid loaders: {sorted(AUX_LOADERS)}; named corpora: {sorted(NAMED_AUX_CORPORA)}"
+    return f"valid loaders: {AUX_LOADERS.names()}; named corpora: {NAMED_AUX_CORPORA.names()}"
 
 
 def get_aux_corpus(spec: str, **kwargs) -> tuple[str, Corpus]:
@@ -448,10 +424,10 @@ def get_aux_corpus(spec: str, **kwargs) -> tuple[str, Corpus]:
         if path not in NAMED_AUX_CORPORA:
             raise UnknownNameError(f"unknown named auxiliary corpus {path!r}; {_valid_names()}")
         log.info("auxiliary corpus %r: named corpus %s", label, path)
-        return label, NAMED_AUX_CORPORA[path](max_per_leaf=kwargs.get("max_per_leaf"))
+        return label, NAMED_AUX_CORPORA.get(path)(max_per_leaf=kwargs.get("max_per_leaf"))
     if loader_name is None:
         loader_name = detect_loader(path)
     elif loader_name not in AUX_LOADERS:
         raise UnknownNameError(f"unknown auxiliary corpus loader {loader_name!r}; {_valid_names()}")
     log.info("auxiliary corpus %r: %s loader on %s", label, loader_name, path)
-    return label, AUX_LOADERS[loader_name](path, **kwargs)
+    return label, AUX_LOADERS.get(loader_name)(path, **kwargs)

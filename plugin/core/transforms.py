@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from plugin.recipe import Recipe
+from plugin.core.images import as_rgb
+from plugin.core.recipe import Recipe
 
 
 def _perspective_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -67,8 +68,6 @@ def expand_leaf(images: Sequence[np.ndarray], recipe: Recipe, seed: int) -> list
     keeps results independent of corpus order and batch size.
     """
     import torch
-
-    from crawler.blackbox import as_rgb
 
     rng = np.random.default_rng(seed)
     r = recipe.transforms_per_image

@@ -9,18 +9,15 @@ then read only with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plugin.errors import CheckpointError, UnsafeCheckpointError
+from plugin.core.errors import CheckpointError, UnsafeCheckpointError
+from plugin.models.hub_layout import CONFIG, PICKLE_WEIGHTS, SAFETENSORS, label_names_of, read_config
 
-SAFETENSORS = "model.safetensors"
-PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pth", "model.pt")
-CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
@@ -43,45 +40,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def read_config(folder: str | Path) -> dict:
-    """Reads and validates ``config.json``.
-
-    Raises:
-        CheckpointError: the file is missing, not JSON, or lacks required keys.
-    """
-    path = Path(folder) / CONFIG
-    if not path.is_file():
-        raise CheckpointError(f"{folder}: no {CONFIG}; expected a timm hub-layout folder")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("architecture"), str):
-        raise CheckpointError(f"{path}: missing 'architecture'")
-    # transformers-style configs name classes through id2label.
-    if "num_classes" not in cfg and isinstance(cfg.get("id2label"), dict):
-        cfg["num_classes"] = len(cfg["id2label"])
-    if not isinstance(cfg.get("num_classes"), int) or cfg["num_classes"] < 0:
-        raise CheckpointError(f"{path}: 'num_classes' must be a non-negative integer")
-    return cfg
-
-
-def label_names_of(cfg: dict) -> tuple[str, ...] | None:
-    """Class names from ``label_names`` or a transformers ``id2label``."""
-    names = cfg.get("label_names")
-    if names is None and isinstance(cfg.get("id2label"), dict):
-        try:
-            id2label = {int(k): v for k, v in cfg["id2label"].items()}
-            names = [id2label[i] for i in range(len(id2label))]
-        except (ValueError, KeyError):
-            names = None
-    if names is None:
-        return None
-    if len(names) != cfg["num_classes"]:
-        raise CheckpointError(f"label_names has {len(names)} entries but num_classes is {cfg['num_classes']}")
-    return tuple(str(n) for n in names)
 
 
 def inspect_checkpoint(folder: str | Path) -> CheckpointInfo:

@@ -2,7 +2,7 @@
 
 Served by :mod:`crawler.hub_server`, it exercises every branch of a scan:
 undocumented classifiers to investigate (the demo models of
-:mod:`plugin.demo_models`, whose ground truth is known), documented models to
+:mod:`plugin.demo.models`, whose ground truth is known), documented models to
 skip, a pickle that would run code when loaded, a truncated safetensors file
 and a feature encoder without a head. Every repo carries the ``timm`` tag.
 """
@@ -13,16 +13,17 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
-from plugin.demo_models import ALL_DEMO_MODELS, LABELLED_MODELS, build_demo_models, build_key, model_dir
+from crawler.hub_server import HubServer, serve_hub
+from crawler.sources import HfSource, HubModel, ModelSource
+from plugin.core.settings import cache_root
+from plugin.tracking import (FAILED_CORRUPT, INVESTIGATE, OUTCOMES, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,  # noqa: F401
+                             SKIPPED_ENCODER)
+from plugin.demo.models import (ALL_DEMO_MODELS, DEMO_PRETRAINED_CFG, LABELLED_MODELS, build_demo_models, build_key,
+                                 model_dir)
 
 OWNER = "demo"
-INVESTIGATE = "investigate"
-SKIPPED_DOCUMENTED = "skipped-documented"
-SKIPPED_ENCODER = "skipped-encoder"
-REFUSED_UNSAFE = "refused-unsafe"
-FAILED_CORRUPT = "failed-corrupt"
-OUTCOMES = (INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_UNSAFE, FAILED_CORRUPT)
 
 # The pickle payload touches the file named by this variable, if it is set:
 # harmless by default, and a test can prove that loading never ran it.
@@ -95,7 +96,7 @@ def expected_outcomes() -> dict[str, str]:
 def source_models() -> dict[str, str]:
     """``repo_id -> demo model name`` whose ground truth applies (investigated repos only).
 
-    A labelled copy (:data:`plugin.demo_models.LABELLED_MODELS`) maps to the
+    A labelled copy (:data:`plugin.demo.models.LABELLED_MODELS`) maps to the
     model whose weights it copies, the key of its truth in ``truth["models"]``.
     """
     return {repo_id(n): LABELLED_MODELS.get(model, (model,))[0] for n, (outcome, model) in REPOS.items()
@@ -147,8 +148,6 @@ def write_tiny_repo(folder: str | Path, num_classes: int = 3, seed: int = 0, wei
     import timm
     import torch
     from safetensors.torch import save_file
-
-    from plugin.demo_models import DEMO_PRETRAINED_CFG
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -256,3 +255,50 @@ def bump_repo(dest: str | Path, repo: str) -> None:
     cfg = _config(folder)
     cfg["revision_counter"] = int(cfg.get("revision_counter", 0)) + 1
     _write_config(folder, cfg)
+
+
+# -- the demo model source (registered as "demo" through entry points) --------
+def demo_hub_root() -> Path:
+    """Where the demo hub is cached (under ``DOMAIN_FINDER_CACHE``)."""
+    return cache_root() / "demo-hub" / hub_key()
+
+
+class DemoSource(ModelSource):
+    """The demo hub, served on a free loopback port and read through :class:`HfSource`.
+
+    Builds the demo hub on first use (which trains the demo models once).
+    Call :meth:`close` (or use ``with``) to stop the server.
+
+    Attributes:
+        expected: ``repo_id -> expected scan outcome`` (see :mod:`crawler.demo_hub`).
+        server: the running :class:`~crawler.hub_server.HubServer`.
+    """
+
+    name = "demo"
+
+    def __init__(self, root: str | Path | None = None, **hf_opts):
+        self.root = Path(root) if root is not None else demo_hub_root()
+        self.expected = build_demo_hub(self.root)
+        self.server: HubServer = serve_hub(self.root)
+        hf_opts.setdefault("filter", "timm")
+        try:
+            self.hf = HfSource(endpoint=self.server.url, name=self.name, **hf_opts)
+        except BaseException:
+            self.server.stop()  # a bad option must not leave a server running
+            raise
+
+    def list_models(self) -> Iterator[HubModel]:
+        return self.hf.list_models()
+
+    def _size(self, model: HubModel, filename: str) -> int | None:
+        return self.hf._size(model, filename)
+
+    def _download(self, model: HubModel, filename: str, dest: Path) -> None:
+        self.hf._download(model, filename, dest)
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def demo_source(arg: str | None, **opts) -> ModelSource:
+    return DemoSource(arg or None, **opts)

@@ -1,66 +1,21 @@
-"""Hard-label black boxes: raw RGB images in, argmax labels out.
+"""A local torch classifier as a hard-label black box, with timm's preprocessing.
 
-The search only ever sees the :class:`BlackBox` protocol. Logits never leave
-:class:`TorchBlackBox`, and every image counts as one query against an
-optional budget, as a paid remote API would.
+Logits never leave :class:`TorchBlackBox`; the search sees only
+:class:`~plugin.core.blackbox.BlackBox`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Sequence
 
 import numpy as np
 
-from plugin.errors import CheckpointError, QueryBudgetExceeded
-
-
-@runtime_checkable
-class BlackBox(Protocol):
-    """What the search may know about a model."""
-
-    num_classes: int | None
-
-    @property
-    def num_queries(self) -> int: ...
-
-    def predict(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
-
-
-class CountingBlackBox:
-    """Base class that counts queries and enforces a budget.
-
-    Subclasses implement ``_predict``; the budget is checked before any work,
-    so a refused batch costs nothing.
-    """
-
-    def __init__(self, num_classes: int | None = None, budget: int | None = None):
-        self.num_classes = num_classes
-        self.budget = budget
-        self._num_queries = 0
-
-    @property
-    def num_queries(self) -> int:
-        return self._num_queries
-
-    def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Returns one int label per image.
-
-        Raises:
-            QueryBudgetExceeded: the batch would exceed the query budget.
-        """
-        n = len(images)
-        if self.budget is not None and self._num_queries + n > self.budget:
-            raise QueryBudgetExceeded(
-                f"query budget of {self.budget} exceeded: {self._num_queries} used, {n} more requested"
-            )
-        labels = np.asarray(self._predict(images), dtype=np.int64) if n else np.zeros(0, np.int64)
-        self._num_queries += n
-        return labels
-
-    def _predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+from plugin.core.blackbox import CountingBlackBox
+from plugin.core.errors import CheckpointError
+from plugin.core.images import as_rgb
+from plugin.models.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -122,20 +77,6 @@ class Preprocessing:
         return (batch - mean) / std
 
 
-def as_rgb(img: np.ndarray) -> np.ndarray:
-    """Accepts HxW, HxWx1, HxWx3 or HxWx4 uint8 and returns HxWx3 uint8."""
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got {img.dtype}")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
-        raise ValueError(f"images must be HxW or HxWxC with C in 1, 3, 4; got shape {img.shape}")
-    if img.shape[2] == 1:
-        return np.repeat(img, 3, axis=2)
-    return img[:, :, :3]
-
-
 def pick_device(device: str | None = None) -> str:
     import torch
 
@@ -162,9 +103,7 @@ class TorchBlackBox(CountingBlackBox):
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kwargs) -> "TorchBlackBox":
-        """Loads a timm hub-layout folder (see :mod:`crawler.checkpoint`)."""
-        from crawler.checkpoint import load_checkpoint
-
+        """Loads a timm hub-layout folder (see :mod:`plugin.models.checkpoint`)."""
         model, info = load_checkpoint(folder)
         pre = Preprocessing.from_pretrained_cfg(info.pretrained_cfg, model=model)
         return cls(model, pre, info.num_classes, info=info, **kwargs)

@@ -7,14 +7,25 @@ an MLflow param by :func:`Recipe.to_params`.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from plugin.errors import ConfigError
+from plugin.core.errors import ConfigError
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _recipes_dir() -> Path:
+    # ``recipes`` ships as package data: found in a checkout and in an installed wheel alike.
+    spec = importlib.util.find_spec("recipes")
+    if spec is not None and spec.origin:
+        return Path(spec.origin).parent
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
+RECIPES_DIR = _recipes_dir()
 
 
 @dataclass(frozen=True)

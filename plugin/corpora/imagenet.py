@@ -1,104 +1,24 @@
-"""Image corpora: leaves of real images, optionally with a tree over them.
+"""ImageNet-layout folders (one folder per synset) and image decoding.
 
-A :class:`Corpus` is what the search sees: leaves (one per synset or class),
-each a sequence of HxWx3 uint8 images, plus a :class:`Hierarchy` for
-hierarchical corpora (``None`` for flat auxiliary ones). Named corpora live in
-one registry; anything else is treated as a path to an ImageNet-layout folder.
+Decoded leaves are cached on disk under :func:`~plugin.core.settings.cache_root`.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from plugin.errors import CorpusError, CorruptImageError, HierarchyError, UnknownNameError
-from plugin.hierarchy import Hierarchy, normalize_wnid
+from plugin.core.corpus import Corpus, Leaf
+from plugin.core.errors import CorpusError, CorruptImageError, HierarchyError
+from plugin.core.hierarchy import Hierarchy, normalize_wnid
+from plugin.core.settings import cache_root
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-
-
-def cache_root() -> Path:
-    """Where decoded images and built demo artefacts are cached."""
-    return Path(os.environ.get("DOMAIN_FINDER_CACHE", Path.home() / ".cache" / "domain-finder"))
-
-
-@dataclass
-class Leaf:
-    """One leaf class of a corpus."""
-
-    synset: str
-    name: str
-    images: Sequence[np.ndarray]
-    source: str = ""
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-@dataclass
-class Corpus:
-    """Leaves plus, for hierarchical corpora, the tree over them.
-
-    Attributes:
-        label_orders: canonical label orders the corpus knows, e.g.
-            ``{"Fashion-MNIST": [synset of class 0, ...]}``; used by the
-            dataset-index check.
-        skipped: files that could not be used, as ``(path, reason)``.
-    """
-
-    name: str
-    leaves: list[Leaf]
-    hierarchy: Hierarchy | None = None
-    label_orders: dict[str, list[str]] = field(default_factory=dict)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __post_init__(self):
-        empty = [leaf.synset for leaf in self.leaves if len(leaf) == 0]
-        if empty:
-            raise CorpusError(f"corpus {self.name!r} has empty leaves: {empty}")
-        if not self.leaves:
-            raise CorpusError(f"corpus {self.name!r} has no leaves")
-        seen = set()
-        for leaf in self.leaves:
-            if leaf.synset in seen:
-                raise CorpusError(f"corpus {self.name!r} has leaf {leaf.synset} twice")
-            seen.add(leaf.synset)
-        if self.hierarchy is not None:
-            missing = [leaf.synset for leaf in self.leaves if leaf.synset not in self.hierarchy]
-            if missing:
-                raise CorpusError(f"leaves not in the hierarchy: {missing[:5]}")
-
-    @property
-    def synsets(self) -> list[str]:
-        return [leaf.synset for leaf in self.leaves]
-
-    def leaf(self, synset: str) -> Leaf:
-        for leaf in self.leaves:
-            if leaf.synset == synset:
-                return leaf
-        raise UnknownNameError(f"no leaf {synset!r} in corpus {self.name!r}")
-
-    def without(self, synsets: Iterable[str]) -> "Corpus":
-        """The same corpus with some leaves removed (an open-world test).
-
-        The hierarchy keeps every node, so a removed leaf's ancestors can still
-        be named as domains.
-        """
-        drop = set(synsets)
-        unknown = drop - set(self.synsets)
-        if unknown:
-            raise UnknownNameError(f"cannot remove unknown leaves {sorted(unknown)}; corpus has {self.synsets}")
-        return replace(self, name=f"{self.name}-without-{'-'.join(sorted(drop))}",
-                       leaves=[leaf for leaf in self.leaves if leaf.synset not in drop])
-
-    def summary(self) -> list[dict]:
-        return [{"synset": l.synset, "name": l.name, "images": len(l), "source": l.source} for l in self.leaves]
 
 
 # -- image decoding -----------------------------------------------------------
@@ -229,30 +149,3 @@ def _graft(base: Hierarchy, names: list[str]) -> Hierarchy:
     wn = Hierarchy.from_wordnet([n for n in names if n not in base])
     parents = {**wn.parents, **base.parents}
     return Hierarchy(parents, {**wn.names, **base.names}, names).restricted_to(names)
-
-
-# -- registry ------------------------------------------------------------------
-def _demo(**kwargs) -> Corpus:
-    from plugin.demo_corpus import load_demo_corpus
-
-    return load_demo_corpus(**kwargs)
-
-
-CORPORA: dict[str, Callable[..., Corpus]] = {"demo": _demo}
-
-
-def register_corpus(name: str, factory: Callable[..., Corpus]) -> None:
-    CORPORA[name] = factory
-
-
-def get_corpus(name_or_path: str, **kwargs) -> Corpus:
-    """A registered corpus by name, or an ImageNet-layout folder by path.
-
-    Raises:
-        UnknownNameError: neither a registered name nor an existing folder.
-    """
-    if name_or_path in CORPORA:
-        return CORPORA[name_or_path](**kwargs)
-    if Path(name_or_path).is_dir():
-        return load_imagenet_folder(name_or_path, **kwargs)
-    raise UnknownNameError(f"unknown corpus {name_or_path!r}: use one of {sorted(CORPORA)} or a path to an ImageNet-layout folder")

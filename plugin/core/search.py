@@ -1,0 +1,40 @@
+"""The corpus-based domain search (Zhang et al., §4; METHOD.md steps 1-5).
+
+Pure algorithm: it sees a :class:`~plugin.core.blackbox.BlackBox` and a
+:class:`~plugin.core.corpus.Corpus` and nothing else, no MLflow and no files.
+Step 1 is :mod:`plugin.core.scores`, steps 2-4 :mod:`plugin.core.clusters`,
+step 5 :mod:`plugin.core.verdict`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plugin.core.blackbox import BlackBox
+from plugin.core.clusters import ClassSearch, candidate_clusters, choose_clusters, finalize_class
+from plugin.core.corpus import Corpus
+from plugin.core.errors import CorpusError
+from plugin.core.findings import Findings
+from plugin.core.recipe import Recipe
+from plugin.core.scores import Progress, ScorePass, functional_scores
+from plugin.core.verdict import model_verdict
+
+
+@dataclass
+class SearchResult:
+    findings: Findings
+    scores: ScorePass
+    classes: list[ClassSearch]
+
+
+def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "model", progress: Progress | None = None) -> SearchResult:
+    """Runs steps 1-5 for every class of ``blackbox`` on ``corpus``."""
+    if corpus.hierarchy is None:
+        raise CorpusError(f"corpus {corpus.name!r} is flat; the search needs a hierarchical corpus")
+    sp = functional_scores(blackbox, corpus, recipe, progress)
+    options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe) for i in range(sp.counts.shape[0])))
+    chosen = choose_clusters(list(options), corpus, recipe, sp.leaves)
+    classes = [finalize_class(i, c, tops[i], sp, corpus, recipe) for i, c in enumerate(chosen)]
+    found = [c.finding for c in classes]
+    findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries, recipe=recipe.to_dict(),
+                        classes=tuple(found), verdict=model_verdict(found, corpus, recipe.verdict_max_span, recipe.verdict_min_depth), corpus=corpus.name)
+    return SearchResult(findings, sp, classes)
