@@ -37,6 +37,46 @@ class LeafScore:
 
 
 @dataclass(frozen=True)
+class RunnerUp:
+    """The best cluster of a class whose domain lies far from the chosen one (decoys, mixed models)."""
+
+    leaves: tuple[Node, ...]
+    domain: Node | None
+    functional_score: float
+    objective: float
+    distance: float  # hops between the chosen and the runner-up domains
+
+    def to_dict(self) -> dict:
+        return {"leaves": [n.to_dict() for n in self.leaves], "domain": self.domain.to_dict() if self.domain else None,
+                "functional_score": round(self.functional_score, 6), "objective": round(self.objective, 6),
+                "distance": self.distance}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A model-level warning: ``decoy-suspected``, ``mixed-domains``, ``label-contradiction`` or ``sink-class``."""
+
+    kind: str
+    classes: tuple[int, ...]
+    evidence: dict = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "classes": list(self.classes), "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
+class LeafSpend:
+    """What the score pass spent on one leaf."""
+
+    synset: str
+    images: int
+    queries: int
+
+    def to_dict(self) -> dict:
+        return {"synset": self.synset, "images": self.images, "queries": self.queries}
+
+
+@dataclass(frozen=True)
 class ClassFinding:
     """What the search concluded for one output class of the model."""
 
@@ -49,6 +89,9 @@ class ClassFinding:
     objective: float
     n_samples: int
     top_leaves: tuple[LeafScore, ...]
+    runner_up: RunnerUp | None = None
+    ambiguous: bool = False  # the runner-up's score is within a margin of the chosen one
+    confidence: float = 0.0  # in [0, 1]; falls on wrong answers
 
     def to_dict(self) -> dict:
         return {
@@ -61,6 +104,9 @@ class ClassFinding:
             "objective": round(self.objective, 6),
             "n_samples": self.n_samples,
             "top_leaves": [t.to_dict() for t in self.top_leaves],
+            "runner_up": self.runner_up.to_dict() if self.runner_up else None,
+            "ambiguous": self.ambiguous,
+            "confidence": round(self.confidence, 6),
         }
 
 
@@ -85,6 +131,9 @@ class Findings:
     verdict: Verdict
     corpus: str = ""
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    flags: tuple[Flag, ...] = ()
+    leaf_spend: tuple[LeafSpend, ...] = ()  # per leaf, what the score pass spent
+    exhaustive_queries: int | None = None  # what an exhaustive pass would have spent
 
     @property
     def found_fraction(self) -> float:
@@ -105,6 +154,9 @@ class Findings:
             "recipe": self.recipe,
             "classes": [c.to_dict() for c in self.classes],
             "verdict": self.verdict.to_dict(),
+            "flags": [f.to_dict() for f in self.flags],
+            "exhaustive_queries": self.exhaustive_queries,
+            "leaf_spend": [l.to_dict() for l in self.leaf_spend],
         }
         for k, v in self.extra.items():
             out.setdefault(k, v)
