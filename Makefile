@@ -19,3 +19,10 @@ bench: setup
 
 tune: setup
 	$(VENV)/bin/python benchmarks/tune_defaults.py
+
+.PHONY: bench-scale bench-gpu
+bench-scale: setup  ## ImageNet-shaped workload at 100, 300 and 1,000 leaves (stage table, RSS, queries)
+	$(VENV)/bin/python benchmarks/imagenet_scale.py --leaves 100 300 1000
+
+bench-gpu: setup  ## tf_efficientnet_lite0 score pass on CUDA (small on CPU: --device cpu)
+	$(VENV)/bin/python benchmarks/gpu_benchmark.py

@@ -38,6 +38,13 @@ from typing import Any
 import yaml
 
 from plugin.models.hub_layout import has_label_names, is_classifier  # noqa: F401 - re-exported for the scan
+from plugin.models.limits import MAX_CARD_BYTES, ResourceLimitError, check_tree
+
+# Cards are hostile input: every pass below is linear in the card's length
+# (no regex that can rescan the rest of the card from each position), and
+# the YAML front matter is bounded before and after parsing.
+MAX_FRONT_MATTER = 64 * 2**10
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 MIN_PROSE_WORDS = 40
 UNDOCUMENTED_THRESHOLD = 0.5
@@ -126,10 +133,15 @@ def split_front_matter(text: str) -> FrontMatter:
     if not m:
         return FrontMatter(None, text)
     body = text[m.end():]
+    if len(m.group(1)) > MAX_FRONT_MATTER:
+        return FrontMatter(None, body, f"YAML front matter over {MAX_FRONT_MATTER} characters; not parsed")
     try:
-        meta = yaml.safe_load(m.group(1))
+        meta = yaml.load(m.group(1), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        check_tree(meta, "YAML front matter", max_nodes=20_000)
     except yaml.YAMLError as e:
-        return FrontMatter(None, body, f"malformed YAML front matter ({str(e).splitlines()[0]})")
+        return FrontMatter(None, body, f"malformed YAML front matter ({(str(e).splitlines() or ['?'])[0]})")
+    except (RecursionError, ValueError, ResourceLimitError) as e:
+        return FrontMatter(None, body, f"YAML front matter refused ({type(e).__name__}: {str(e)[:120]})")
     if meta is None:
         return FrontMatter({}, body)
     if not isinstance(meta, dict):
@@ -137,18 +149,49 @@ def split_front_matter(text: str) -> FrontMatter:
     return FrontMatter(meta, body)
 
 
+def _strip_comments(body: str) -> str:
+    """Drops ``<!-- ... -->`` comments in one pass; an unclosed one hides the rest, as in a browser."""
+    out, i = [], 0
+    while True:
+        j = body.find("<!--", i)
+        if j < 0:
+            out.append(body[i:])
+            break
+        out.append(body[i:j] + " ")
+        k = body.find("-->", j + 4)
+        if k < 0:
+            break
+        i = k + 3
+    return "".join(out)
+
+
+def _strip_fences(lines: list[str]) -> list[str]:
+    """Drops fenced code blocks; a fence with no closing line stays as text."""
+    last = {m: max((i for i, ln in enumerate(lines) if ln.startswith(m)), default=-1) for m in ("```", "~~~")}
+    keep, fence = [], None
+    for i, ln in enumerate(lines):
+        if fence is not None:
+            if ln.startswith(fence):
+                fence = None
+            continue
+        marker = "```" if ln.startswith("```") else "~~~" if ln.startswith("~~~") else None
+        if marker is not None and last[marker] > i:
+            fence = marker
+            continue
+        keep.append(ln)
+    return keep
+
+
 def prose_of(body: str) -> str:
     """Markdown body minus code, tables, headings, comments and template lines."""
-    body = re.sub(r"<!--.*?-->", " ", body, flags=re.S)
-    body = re.sub(r"^(```|~~~).*?^\1[^\n]*$", " ", body, flags=re.S | re.M)
     keep = []
-    for line in body.splitlines():
+    for line in _strip_fences(_strip_comments(body).splitlines()):
         s = line.strip()
         if not s or s.startswith(("#", "|", ">")) or _BOILERPLATE_LINE.search(s):
             continue
         keep.append(s)
     prose = " ".join(keep)
-    prose = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", prose)  # links count as their text
+    prose = re.sub(r"!?\[([^\[\]]*)\]\([^()]*\)", r"\1", prose)  # links count as their text
     return re.sub(r"`[^`]*`", " ", prose)
 
 
@@ -193,6 +236,9 @@ def assess_documentation(card_text: str | None, config: dict | None) -> Document
     score = 0.0
     meta: dict | None = None
     prose = ""
+    if card_text is not None and len(card_text) > MAX_CARD_BYTES:
+        reasons.append(f"model card over {MAX_CARD_BYTES} characters; only the start was read")
+        card_text = card_text[:MAX_CARD_BYTES]
     if card_text is None or not card_text.strip():
         score += WEIGHTS["boilerplate"] + WEIGHTS["little_prose"]
         reasons.append("no model card (README.md)")

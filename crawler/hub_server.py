@@ -13,6 +13,10 @@ and an older sha becomes unknown (``RevisionNotFound``), as a force-push would.
 Weights files are presented as Git LFS files (ETag = sha256), other files as
 plain git blobs (ETag = git blob sha1). No Xet headers are ever sent, so the
 client downloads over plain HTTP.
+
+A mirror degrades per repo: a repo that cannot be described (an unreadable
+file, a config over the limits...) is skipped and logged, the listing
+reports it in the ``X-Skipped-Repos`` header, and every other repo is served.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from crawler.cards import split_front_matter
 from plugin.core.errors import CheckpointError
 from plugin.models.checkpoint import sha256_file
 from plugin.models.hub_layout import parse_config_text
+from plugin.models.limits import MAX_CARD_BYTES, ResourceLimitError
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +136,7 @@ class HubFolder:
         self.root = Path(root).resolve()
         self._hashes: dict[tuple[str, int, int], tuple[str, str]] = {}
         self._lock = threading.Lock()
+        self.broken: dict[str, str] = {}  # repo id -> why it was skipped, as of the latest listing
 
     def repo_dir(self, repo_id: str) -> Path | None:
         if not valid_repo_id(repo_id):
@@ -145,7 +151,20 @@ class HubFolder:
                       for n in o.iterdir() if n.is_dir() and valid_repo_id(f"{o.name}/{n.name}"))
 
     def repos(self) -> list[LocalRepo]:
-        return [r for r in (self.repo(i) for i in self.repo_ids()) if r is not None]
+        """Every repo that can be described; the others are skipped, logged and kept in :attr:`broken`."""
+        out, broken = [], {}
+        for repo_id in self.repo_ids():
+            try:
+                r = self.repo(repo_id)
+            except Exception as e:  # noqa: BLE001 - one broken repo must not hide the others
+                broken[repo_id] = f"{type(e).__name__}: {str(e)[:300]}"
+                log.warning("skipping repo %s: %s", repo_id, broken[repo_id])
+                continue
+            if r is not None:
+                out.append(r)
+        with self._lock:
+            self.broken = broken
+        return out
 
     def _hash(self, path: Path, size: int, mtime_ns: int, lfs: bool) -> tuple[str, str]:
         key = (str(path), size, mtime_ns)
@@ -186,12 +205,14 @@ class HubFolder:
         """Card data, tags, pipeline tag and library, derived as the Hub does."""
         meta: dict = {}
         if "README.md" in names:
-            meta = split_front_matter((d / "README.md").read_text(encoding="utf-8", errors="replace")).meta or {}
+            with open(d / "README.md", "rb") as fh:  # only the head: card data lives in the front matter
+                head = fh.read(MAX_CARD_BYTES).decode("utf-8", errors="replace")
+            meta = split_front_matter(head).meta or {}
         config: dict = {}
         if "config.json" in names:
             try:
                 config = parse_config_text((d / "config.json").read_text(encoding="utf-8", errors="replace"))
-            except CheckpointError:
+            except (CheckpointError, ResourceLimitError):
                 config = {}  # a broken config is the loader's problem, not the listing's
         is_timm = isinstance(config.get("architecture"), str)
         library = meta.get("library_name") if isinstance(meta.get("library_name"), str) else ("timm" if is_timm else None)
@@ -320,6 +341,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HubError(404, None, f"no such endpoint: {self.command} {url.path}")
         except _HubError as e:
             self._error(e)
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except Exception as e:  # noqa: BLE001 - one broken repo answers 500; the server keeps serving
+            log.warning("error serving %s: %s: %s", self.path, type(e).__name__, e)
+            self._error(_HubError(500, None, f"{type(e).__name__}: {str(e)[:200]}"))
 
     do_GET = do_HEAD = _route
 
@@ -354,6 +380,10 @@ class _Handler(BaseHTTPRequestHandler):
         expand = params.get("expand", [])
         card = _bool_param(params.get("cardData")) or "cardData" in expand
         headers = {}
+        broken = dict(self.hub.broken)
+        if broken:
+            # Reported, not hidden: how many repos the mirror could not describe, and which.
+            headers["X-Skipped-Repos"] = re.sub(r"[^\x20-\x7e]", "?", f"{len(broken)}: " + ", ".join(sorted(broken))[:2000])
         if cursor + page_size < len(repos):
             # Like the Hub (and GitHub): the next page's absolute URL in a Link header.
             query = [(k, v) for k, vs in params.items() if k != "cursor" for v in vs]
@@ -438,6 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
                 left -= len(block)
 
 
+Handler = _Handler  # public name for subclasses (fault injection in the tests)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # stop() must not wait for idle keep-alive connections
 
@@ -455,8 +488,9 @@ class HubServer:
         request_log: ``"METHOD /path?query"`` of every request served, in order.
     """
 
-    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, page_size: int = DEFAULT_PAGE_SIZE):
-        self._server = _Server((host, port), _Handler)
+    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, page_size: int = DEFAULT_PAGE_SIZE,
+                 handler: type | None = None):
+        self._server = _Server((host, port), handler or _Handler)
         self._server.hub = HubFolder(root)  # type: ignore[attr-defined]
         self._server.page_size = max(1, int(page_size))  # type: ignore[attr-defined]
         self._server.request_log = deque(maxlen=100_000)  # type: ignore[attr-defined]  # bounded for run_forever
@@ -492,7 +526,8 @@ class HubServer:
         self.stop()
 
 
-def serve_hub(root: str | Path, host: str = "127.0.0.1", port: int = 0, page_size: int = DEFAULT_PAGE_SIZE) -> HubServer:
+def serve_hub(root: str | Path, host: str = "127.0.0.1", port: int = 0, page_size: int = DEFAULT_PAGE_SIZE,
+              handler: type | None = None) -> HubServer:
     """Serves ``root`` in a background thread; ``port=0`` picks a free port.
 
     Args:
@@ -500,10 +535,11 @@ def serve_hub(root: str | Path, host: str = "127.0.0.1", port: int = 0, page_siz
         host: interface to bind; keep the loopback default unless you mean it.
         port: TCP port, 0 for any free one.
         page_size: most items per ``/api/models`` page (a smaller ``limit`` wins).
+        handler: a subclass of the request handler (the tests' faulty hub); None for the plain one.
     """
     if not Path(root).is_dir():
         raise FileNotFoundError(f"hub folder not found: {root}")
-    return HubServer(root, host, port, page_size).start()
+    return HubServer(root, host, port, page_size, handler).start()
 
 
 def run_forever(root: str | Path, host: str = "127.0.0.1", port: int = 8080, page_size: int = DEFAULT_PAGE_SIZE) -> None:
@@ -520,5 +556,5 @@ def run_forever(root: str | Path, host: str = "127.0.0.1", port: int = 8080, pag
         server.stop()
 
 
-__all__ = ["HubFolder", "HubServer", "LocalRepo", "RepoFile", "iso_time", "model_json", "repo_sha", "run_forever",
+__all__ = ["Handler", "HubFolder", "HubServer", "LocalRepo", "RepoFile", "iso_time", "model_json", "repo_sha", "run_forever",
            "safe_relpath", "serve_hub", "valid_repo_id"]

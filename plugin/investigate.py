@@ -1,22 +1,45 @@
-"""One investigation = one MLflow run: load, search, log. The I/O edge of the search."""
+"""One investigation = one MLflow run: validate, load, search, check, conclude, log. The I/O edge of the search.
+
+Everything a user can get wrong (check names, auxiliary folders, ``--json``,
+the corpus, the budget) is validated by :func:`plan_investigation` *before*
+a run exists and before the first query, so bad input costs nothing.
+"""
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
-from plugin.core.corpus import Corpus
-from plugin.corpora import get_corpus
-from plugin.core.recipe import Recipe
-from plugin.core.search import SearchResult, search
 from plugin import tracking
 from plugin.artifacts import write_artifacts
 from plugin.checks import CheckContext, CheckResult, get_check
+from plugin.core.corpus import Corpus
+from plugin.core.flags import label_contradiction_flag, with_flags
+from plugin.core.errors import ConfigError, CorpusError, DomainFinderError
+from plugin.core.recipe import Recipe
+from plugin.core.search import SearchResult, search
+from plugin.core.verdict import NO_DATASET_ORDER, conclude, format_domains
+from plugin.corpora import get_corpus
+from plugin.corpora.aux import get_aux_corpus
 from plugin.models.checkpoint import inspect_checkpoint
 from plugin.models.torch_blackbox import TorchBlackBox
-from plugin.tracking import T_CHECK, T_STATUS, ModelIdentity, investigating, summary_metrics, verdict_tags
+from plugin.report import investigation_html, shorten
+from plugin.tracking import T_CHECK, T_DOMAIN_SYNSET, T_STATUS, ModelIdentity, investigating
+
+TOOL = "mlflow-domain-finder"
+
+
+def tool_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(TOOL)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass
@@ -25,6 +48,24 @@ class Investigation:
     run_id: str
     seconds: float
     artifacts: list[Path]
+    run_name: str = ""
+    metrics: dict = field(default_factory=dict)  # the headline metrics logged on the run
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated investigation: what will run and what it will cost, known before the first query."""
+
+    corpus: Corpus
+    checks: tuple[str, ...]
+    check_options: dict = field(hash=False)
+    score_queries: int
+    aux_queries: int
+    spec: str = ""  # the corpus as the user named it (a registered name or a folder)
+
+    @property
+    def queries(self) -> int:
+        return self.score_queries + self.aux_queries
 
 
 def load_blackbox(model: str | Path, recipe: Recipe) -> TorchBlackBox:
@@ -36,11 +77,101 @@ def identity_of(model: str | Path, model_id: str | None = None, revision: str = 
     return ModelIdentity(model_id or Path(model).name, revision, dict(info.sha256), source)
 
 
+def pass_queries(corpus: Corpus, recipe: Recipe) -> int:
+    """Queries one score pass over ``corpus`` spends with ``recipe``."""
+    return sum(min(len(leaf), recipe.images_per_leaf) for leaf in corpus.leaves) * recipe.copies_per_image
+
+
+def check_writable(path: str | Path, what: str = "--json") -> None:
+    """Raises ConfigError unless ``path`` can be written (tried for real, then removed if new)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; give a file name")
+    existed = p.exists()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: cannot write there ({e.strerror or e})") from e
+    if not existed:
+        p.unlink(missing_ok=True)
+
+
+def plan_investigation(corpus: str | Corpus, recipe: Recipe, checks: list[str] | None = None,
+                       check_options: dict | None = None, json_out: str | Path | None = None,
+                       progress: bool = False) -> Plan:
+    """Validates an investigation before any run or query; raises a one-line DomainFinderError.
+
+    Checks the check names, loads the auxiliary corpora (so a bad folder fails
+    here, and is not loaded twice), the writability of ``json_out``, the corpus
+    (exists, hierarchical) and the budget
+    against the queries the plan needs.
+    """
+    names = tuple(dict.fromkeys([*recipe.checks, *(checks or [])]))
+    for name in names:
+        get_check(name)  # unknown names list the valid ones
+    options = {k: dict(v) for k, v in recipe.check_options.items() if isinstance(v, dict)}
+    for k, v in (check_options or {}).items():
+        options[k] = {**options.get(k, {}), **v}
+    aux_queries = 0
+    if "aux" in names and options.get("aux", {}).get("corpora"):
+        aux_opts = dict(options["aux"])
+        specs = aux_opts.pop("corpora")
+        specs = [specs] if isinstance(specs, str) else list(specs)
+        loaded = list(aux_opts.get("loaded") or [])
+        for spec in specs:
+            try:
+                loaded.append(get_aux_corpus(str(spec), max_per_leaf=aux_opts.get("max_per_leaf",
+                                                                                  recipe.images_per_leaf)))
+            except DomainFinderError as e:
+                raise ConfigError(f"--aux {spec}: {e}") from e
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"--aux {spec}: cannot load it ({type(e).__name__}: {e})") from e
+        aux_opts["loaded"] = loaded
+        options["aux"] = aux_opts
+        aux_queries = sum(pass_queries(c, recipe) for _, c in loaded)
+    if json_out:
+        check_writable(json_out)
+    if isinstance(corpus, Corpus):
+        corpus_obj = corpus
+    else:
+        spec = str(corpus)
+        try:
+            corpus_obj = get_corpus(spec, progress=progress) if Path(spec).is_dir() else get_corpus(spec)
+        except (OSError, ValueError) as e:
+            if isinstance(e, DomainFinderError):
+                raise
+            raise CorpusError(f"corpus {spec}: cannot load it ({type(e).__name__}: {e})") from e
+    if corpus_obj.hierarchy is None:
+        raise CorpusError(f"corpus {corpus_obj.name!r} is flat; the search needs a hierarchical corpus "
+                          "(flat corpora go to --aux)")
+    score_queries = pass_queries(corpus_obj, recipe)
+    plan = Plan(corpus_obj, names, options, score_queries, aux_queries,
+                corpus_obj.name if isinstance(corpus, Corpus) else str(corpus))
+    if recipe.query_budget is not None and recipe.query_budget < plan.queries:
+        extra = f" (score pass {score_queries} + aux {aux_queries})" if aux_queries else ""
+        raise ConfigError(f"budget {recipe.query_budget} is below the {plan.queries} queries this plan needs{extra}; "
+                          "raise --budget or lower images_per_leaf / transforms_per_image")
+    return plan
+
+
+def corpus_digest(corpus: Corpus) -> str:
+    """sha256 over the leaf list, image counts and each leaf's first image: cheap, and changes with the data."""
+    h = hashlib.sha256(corpus.name.encode())
+    for leaf in corpus.leaves:
+        h.update(f"|{leaf.synset}:{len(leaf)}:{leaf.source}".encode())
+        first = leaf.images[0]
+        h.update(memoryview(first.tobytes() if hasattr(first, "tobytes") else bytes(first)))
+    return h.hexdigest()
+
+
 def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe | None = None, *,
                 identity: ModelIdentity | None = None, json_out: str | Path | None = None, run_id: str | None = None,
                 run_name: str | None = None, nested: bool = False, progress: bool = True,
                 extra_tags: dict | None = None, checks: list[str] | None = None,
-                check_options: dict | None = None) -> Investigation:
+                check_options: dict | None = None, recipe_name: str | None = None,
+                plan: Plan | None = None) -> Investigation:
     """Investigates one checkpoint folder and logs everything to MLflow.
 
     Args:
@@ -52,59 +183,129 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
         run_id: log into this run (reused if already active).
         checks: follow-up checks to run besides ``recipe.checks``.
         check_options: per-check options merged over ``recipe.check_options``.
+        recipe_name: the recipe's name or file, for the provenance block.
+        plan: an already validated plan (else validated here, before the run).
     """
     recipe = recipe or Recipe()
+    plan = plan or plan_investigation(corpus, recipe, checks, check_options, json_out, progress)
     identity = identity or identity_of(model)
+    corpus_obj = plan.corpus
+    name = run_name or identity.model_id
     t0 = time.time()
-    with investigating(identity), tracking.investigation_run(run_id, run_name or identity.model_id, nested) as run:
+    with investigating(identity), tracking.investigation_run(run_id, name, nested) as run:
         tracking.set_tags({**identity.tags(), T_STATUS: "running", **(extra_tags or {})})
-        tracking.log_params({f"recipe.{k}": v for k, v in recipe.to_params().items()})
         bb = load_blackbox(model, recipe)
         info = bb.info
-        corpus_obj = corpus if isinstance(corpus, Corpus) else get_corpus(str(corpus))
+        digest = corpus_digest(corpus_obj)
+        images = sum(min(len(l), recipe.images_per_leaf) for l in corpus_obj.leaves)
+        # Headline params first; the recipe's knobs after them.
         tracking.log_params({"model.id": identity.model_id, "model.architecture": info.architecture,
-                           "model.num_classes": info.num_classes, "model.weights_file": info.weights_file,
-                           "model.has_label_names": info.label_names is not None, "model.device": bb.device,
-                           "corpus.name": corpus_obj.name, "corpus.leaves": len(corpus_obj.leaves),
-                           "corpus.skipped_images": len(corpus_obj.skipped)})
+                             "model.num_classes": info.num_classes, "corpus.name": corpus_obj.name,
+                             "corpus.digest": digest[:16], "recipe": recipe_name or "custom",
+                             "queries.planned": plan.queries})
+        tracking.log_params({"model.weights_file": info.weights_file,
+                             "model.has_label_names": info.label_names is not None, "model.device": bb.device,
+                             "corpus.leaves": len(corpus_obj.leaves), "corpus.skipped_images": len(corpus_obj.skipped)})
+        tracking.log_params({f"recipe.{k}": v for k, v in recipe.to_params().items()})
+        tracking.log_corpus_input(corpus_obj.name, digest, plan.spec or corpus_obj.name,
+                                  leaves=len(corpus_obj.leaves), images=images)
         result = _search_with_progress(bb, corpus_obj, recipe, identity.model_id, progress)
+        stages = [*plan.checks, "verdict", "artifacts", "report"]
+        bar = _stage_bar(stages, identity.model_id, progress)
         with tempfile.TemporaryDirectory() as tmp:
-            checks = run_followups(list(recipe.checks) + [c for c in (checks or []) if c not in recipe.checks],
-                                   bb, corpus_obj, result, recipe, info, identity.model_id, Path(tmp), check_options)
-            for c in checks:
+            done = run_followups(list(plan.checks), bb, corpus_obj, result, recipe, info, identity.model_id,
+                                 Path(tmp), plan.check_options, on_start=bar.stage)
+            for c in done:
                 result.findings = result.findings.with_extra(c.name, {"applicable": c.applicable, "reason": c.reason,
                                                                       **c.summary} if not c.applicable else c.summary)
                 tracking.log_metrics(c.metrics)
+            labels = next((c for c in done if c.name == "label_similarity" and c.applicable), None)
+            flag = label_contradiction_flag(labels.summary) if labels else None
+            if flag:  # the one flag the search cannot raise alone: it needs the label names
+                result.findings = with_flags(result.findings, [flag])
+            bar.stage("verdict")
+            order = next((str(c.summary.get("verdict")) for c in done if c.name == "dataset_index" and c.applicable),
+                         None)
             seconds = time.time() - t0
-            tracking.log_metrics({**summary_metrics(result, seconds), "total_queries": float(bb.num_queries)})
-            tracking.set_tags({**verdict_tags(result), T_STATUS: "finished",
-                               **{f"{T_CHECK}{c.name}": _check_tag(c) for c in checks}})
+            provenance = {"repo": identity.model_id, "revision": identity.revision, "source": identity.source,
+                          "sha256": dict(identity.sha256), "tool": TOOL, "tool_version": tool_version(),
+                          "corpus": corpus_obj.name, "corpus_digest": digest, "recipe": recipe_name or "custom",
+                          "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          "mlflow_run_id": run.info.run_id}
+            result.findings = replace(conclude(result.findings, corpus_obj, recipe, order), provenance=provenance)
+            f = result.findings
+            v = f.verdict
+            headline = tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
+                                                 found_fraction=f.found_fraction, confidence=v.confidence,
+                                                 queries_total=bb.num_queries)
+            tracking.log_metrics({**headline, "mean_functional_score": f.mean_functional_score,
+                                  "queries": float(f.queries), "wall_time_s": seconds,
+                                  "score_pass_time_s": result.scores.seconds})
+            bar.stage("artifacts")
             paths = write_artifacts(result, corpus_obj, Path(tmp), recipe.montage_samples)
+            bar.stage("report")
+            checks_view = [(c.name, _check_text(c)) for c in done]
+            html = investigation_html(f, corpus_obj, result.classes, checks_view,
+                                      heatmap=Path(tmp) / "heatmap.png")
+            (Path(tmp) / "report.html").write_text(html, encoding="utf-8")
+            paths.append(Path(tmp) / "report.html")
             tracking.log_artifacts(tmp)
-            names = [p.relative_to(tmp) for p in paths] + [p.relative_to(tmp) for c in checks for p in c.artifacts]
+            names = [p.relative_to(tmp) for p in paths] + [p.relative_to(tmp) for c in done for p in c.artifacts]
+            bar.close()
+            dataset_order = order if order and order != NO_DATASET_ORDER else "none"
+            domain = v.domain.name if v.domain else (format_domains(v.domains, 3) if v.kind == "several-domains"
+                                                      else "none")
+            tracking.set_tags({**tracking.headline_tags(domain=domain, verdict=v.kind,
+                                                        outcome=tracking.INVESTIGATE, dataset_order=dataset_order),
+                               T_DOMAIN_SYNSET: v.domain.synset if v.domain else "", T_STATUS: "finished",
+                               **tracking.flag_tags(f),
+                               **{f"{T_CHECK}{c.name}": _check_tag(c) for c in done}})
+            tracking.describe_run(run_description(f, checks_view))
         if json_out:
-            result.findings.write(json_out)
-        return Investigation(result, run.info.run_id, seconds, names)
+            f.write(json_out)
+        return Investigation(result, run.info.run_id, seconds, names, name, headline)
+
+
+def run_description(f, checks_view: list[tuple[str, str]]) -> str:
+    """The run's Markdown description: the one-paragraph answer, then the checks."""
+    v = f.verdict
+    lines = [f"**{v.answer or v.kind}**", "",
+             f"Confidence {v.confidence:.2f}; {v.classes_found} of {f.num_classes} classes found on corpus "
+             f"`{f.corpus}` with {f.queries} queries."]
+    if f.flags:
+        lines.append("Flags: " + ", ".join(sorted({fl.kind for fl in f.flags})) + ".")
+    if checks_view:
+        lines += ["", *[f"- check `{n}`: {t}" for n, t in checks_view]]
+    lines += ["", "See `report.html` for the per-class evidence and `findings.json` for everything."]
+    return "\n".join(lines)
+
+
+def _check_text(c) -> str:
+    if not c.applicable:
+        return f"not applicable: {c.reason}"
+    return str(c.summary.get("verdict", "done"))
 
 
 def _check_tag(c) -> str:
-    if not c.applicable:
-        return f"not applicable: {c.reason}"[:250]
-    return str(c.summary.get("verdict", "done"))[:250]
+    return shorten(_check_text(c), 250)
 
 
 def run_followups(names: list[str], bb, corpus: Corpus, result: SearchResult, recipe: Recipe, info, model_id: str,
-                  out_dir: Path, extra_options: dict | None = None) -> list:
+                  out_dir: Path, extra_options: dict | None = None, on_start=None) -> list:
     """Runs the follow-up checks; a crashing check is recorded, never fatal.
 
     The search result is the investigation's main evidence, so one check's
     failure (a missing vectors file, a bad aux folder) must not lose it.
+    ``extra_options`` replace the recipe's options per check (a validated
+    plan's options already include the recipe's).
     """
     out = []
     for name in names:
         check = get_check(name)  # unknown names fail fast, before any work
         options = {**recipe.check_options.get(name, {}), **(extra_options or {}).get(name, {})}
         ctx = CheckContext(bb, corpus, result, recipe, info, options, out_dir, model_id)
+        if on_start:
+            on_start(name)
         try:
             out.append(check(ctx))
         except Exception as e:  # noqa: BLE001 - recorded in findings.json and as a tag
@@ -113,11 +314,40 @@ def run_followups(names: list[str], bb, corpus: Corpus, result: SearchResult, re
     return out
 
 
+class _StageBar:
+    """One bar over the stages after the query pass (checks, verdict, artifacts, report)."""
+
+    def __init__(self, stages: list[str], model_id: str, progress: bool):
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(stages), desc=f"after the queries {model_id}", unit="stage", leave=False)
+        self.started = False
+
+    def stage(self, name: str) -> None:
+        if self.bar is None:
+            return
+        if self.started:
+            self.bar.update(1)
+        self.started = True
+        self.bar.set_postfix_str(name)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.bar.total - self.bar.n)
+            self.bar.close()
+
+
+def _stage_bar(stages: list[str], model_id: str, progress: bool) -> _StageBar:
+    return _StageBar(stages, model_id, progress)
+
+
 def _search_with_progress(bb, corpus: Corpus, recipe: Recipe, model_id: str, progress: bool) -> SearchResult:
     if not progress:
         return search(bb, corpus, recipe, model=model_id)
     from tqdm.auto import tqdm
 
-    total = sum(min(len(l), recipe.images_per_leaf) for l in corpus.leaves) * recipe.copies_per_image
-    with tqdm(total=total, desc=f"querying {model_id}", unit="img", leave=False) as bar:
+    with tqdm(total=pass_queries(corpus, recipe), desc=f"querying {model_id}", unit="img", leave=False) as bar:
         return search(bb, corpus, recipe, model=model_id, progress=bar.update)
+

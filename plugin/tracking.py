@@ -22,16 +22,31 @@ T_MODEL_ID = TAG_PREFIX + "model_id"
 T_REVISION = TAG_PREFIX + "revision"
 T_SOURCE = TAG_PREFIX + "source"
 T_STATUS = TAG_PREFIX + "status"  # queued | running | finished | failed
-T_OUTCOME = TAG_PREFIX + "outcome"
+# Headline tags: short, unprefixed keys so the runs table shows them as readable columns.
+T_OUTCOME = "outcome"
+T_VERDICT = "verdict"
+T_DOMAIN = "domain"
+T_DATASET_ORDER = "dataset_order"
 T_ERROR = TAG_PREFIX + "error"
-T_VERDICT = TAG_PREFIX + "verdict"
-T_DOMAIN = TAG_PREFIX + "domain"
 T_DOMAIN_SYNSET = TAG_PREFIX + "domain_synset"
 T_SCAN = TAG_PREFIX + "scan"
 T_DOC_SCORE = TAG_PREFIX + "documentation_score"
 T_CHECK = TAG_PREFIX + "check."
+T_FLAGS = TAG_PREFIX + "flags"  # comma list of flag kinds ("decoy-suspected,mixed-domains"); "" when none
+T_FLAG = TAG_PREFIX + "flag."  # + kind: the flagged classes, "0,1,2"
 PARENT_RUN = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
+NOTE = "mlflow.note.content"  # the Markdown description MLflow shows on a run or an experiment
+# The same headline metrics on every run, zeros on refused and failed ones, so compare never shows NaN.
+HEADLINE_METRICS = ("classes_found", "num_classes", "found_fraction", "confidence", "queries_total")
+DEFAULT_EXPERIMENT = "domain-finder"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_DESCRIPTION = (
+    "**domain-finder**: one run per investigated model (corpus-based domain search on a hard-label black box), "
+    "one parent run per hub scan.\n\n"
+    "Headline columns: tags `domain`, `verdict`, `outcome`, `dataset_order`; metrics `classes_found`, "
+    "`num_classes`, `found_fraction`, `confidence`, `queries_total`. Each run carries `report.html` and "
+    "`findings.json` (its summary block first).")
 
 # -- outcomes: the values of T_OUTCOME and of a scan's summary rows ----------
 INVESTIGATE = "investigate"
@@ -44,6 +59,25 @@ ALREADY_AUDITED = "already-audited"
 SUBMITTED = "submitted"
 OUTCOMES = (INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_UNSAFE, FAILED_CORRUPT)
 DETERMINISTIC = (REFUSED_UNSAFE, FAILED_CORRUPT)  # verdicts about the files: not retried for the same sha
+# Failure categories: every FAILED child run of a scan carries one (T_CATEGORY, and T_OUTCOME).
+INVALID_REPO = "invalid-repo"
+HUB_ERROR = "hub-error"
+TIMEOUT = "timeout"
+RESOURCE_LIMIT = "resource-limit"
+CRASH = "crash"
+CATEGORIES = (REFUSED_UNSAFE, INVALID_REPO, FAILED_CORRUPT, HUB_ERROR, TIMEOUT, RESOURCE_LIMIT, CRASH)
+PERMANENT = (REFUSED_UNSAFE, FAILED_CORRUPT, INVALID_REPO)  # settled when the bytes were verified (see ledger)
+TRANSIENT = (HUB_ERROR, TIMEOUT, RESOURCE_LIMIT, CRASH)  # retried on later scans, with a backoff
+# -- the ledger's tags (crawler.scan.ledger) -------------------------------------
+T_CATEGORY = TAG_PREFIX + "category"
+T_KEY = TAG_PREFIX + "key"  # hex digest of (repo, sha): the only hub-derived value a filter string ever holds raw
+T_ATTEMPT = TAG_PREFIX + "attempt"
+T_RETRY_AFTER = TAG_PREFIX + "retry_after"  # epoch seconds before which a transient failure is not retried
+T_VERIFIED = TAG_PREFIX + "verified"  # "1": the bytes judged matched the hub's sha256 / git oid
+T_LIMIT = TAG_PREFIX + "limit."  # + name: the local limit's value when it refused
+T_SUPERSEDED = TAG_PREFIX + "superseded_by"  # a retried failure points at the run that retried it
+T_OWNER = TAG_PREFIX + "owner"  # host:pid:start of the scan process that holds the run
+T_PEAK_RSS = TAG_PREFIX + "worker_peak_rss"  # bytes
 MAX_TAG = 5000
 
 
@@ -100,6 +134,16 @@ def verdict_tags(result: SearchResult) -> dict[str, str]:
             T_DOMAIN_SYNSET: v.domain.synset if v.domain else ""}
 
 
+def flag_tags(findings) -> dict[str, str]:
+    """``T_FLAGS`` (the kinds, for filtering and the scan summary) and one ``T_FLAG<kind>`` per kind (its classes)."""
+    kinds = list(dict.fromkeys(f.kind for f in findings.flags))
+    out = {T_FLAGS: ",".join(kinds)}
+    for kind in kinds:
+        classes = sorted({c for f in findings.flags if f.kind == kind for c in f.classes})
+        out[T_FLAG + kind] = ",".join(map(str, classes))[:MAX_TAG]
+    return out
+
+
 # -- runs -----------------------------------------------------------------------
 def _mlflow():
     # Imported on first use: importing this module must stay cheap for the CLI's --help.
@@ -120,19 +164,53 @@ def set_tracking_uri(uri: str) -> None:
     _mlflow().set_tracking_uri(uri)
 
 
+def outcome_of(e: BaseException) -> str:
+    """The outcome a failure stands for: a verdict about the files, or a plain failure."""
+    from plugin.core.errors import CheckpointError, UnsafeCheckpointError
+
+    if isinstance(e, UnsafeCheckpointError):
+        return REFUSED_UNSAFE
+    if isinstance(e, CheckpointError):
+        return FAILED_CORRUPT
+    return FAILED
+
+
 def failure_tags(reason: str, outcome: str | None = None) -> dict[str, str]:
-    """The tags every failed run carries: the reason, status ``failed`` and, if known, the outcome."""
-    tags = {T_ERROR: reason[:MAX_TAG], T_STATUS: "failed"}
-    if outcome:
-        tags[T_OUTCOME] = outcome
-    return tags
+    """The tags every failed run carries: the reason, status ``failed``, the headline tags and a description.
+
+    Every tag a running investigation set that could now mislead (status,
+    verdict, domain) is overwritten, so a failed run never shows stale values.
+    """
+    outcome = outcome or FAILED
+    return {T_ERROR: reason[:MAX_TAG], T_STATUS: "failed",
+            **headline_tags(domain="none", verdict=outcome, outcome=outcome, dataset_order="none"),
+            NOTE: f"**{outcome}**: {reason[:2000]}\n\nNo search ran, so the headline metrics are zero."}
+
+
+def headline_tags(*, domain: str, verdict: str, outcome: str, dataset_order: str) -> dict[str, str]:
+    """The four short tags every run carries, failed ones included."""
+    return {T_DOMAIN: domain or "none", T_VERDICT: verdict, T_OUTCOME: outcome,
+            T_DATASET_ORDER: dataset_order or "none"}
+
+
+def headline_metrics(**values: float) -> dict[str, float]:
+    """``HEADLINE_METRICS``, zero where not given (refused and failed runs)."""
+    unknown = set(values) - set(HEADLINE_METRICS)
+    if unknown:
+        raise KeyError(f"not headline metrics: {sorted(unknown)}")
+    return {k: float(values.get(k, 0.0)) for k in HEADLINE_METRICS}
 
 
 def fail_run(run_id: str, reason: str, outcome: str | None = None, *, status: str = "FAILED") -> None:
-    """Ends ``run_id`` FAILED (or ``status``) with its reason, from outside the run."""
+    """Ends ``run_id`` FAILED (or ``status``) with its reason, headline tags and zero metrics, from outside."""
+    from mlflow.entities import Metric, RunTag
+    import time as _time
+
     c = client()
-    for k, v in failure_tags(reason, outcome).items():
-        c.set_tag(run_id, k, v)
+    now = int(_time.time() * 1000)
+    existing = c.get_run(run_id).data.metrics
+    c.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in headline_metrics().items() if k not in existing],
+                tags=[RunTag(k, str(v)[:MAX_TAG]) for k, v in failure_tags(reason, outcome).items()])
     c.set_terminated(run_id, status)
 
 
@@ -147,10 +225,14 @@ def investigation_run(run_id: str | None, run_name: str | None, nested: bool):
     active = mlflow.active_run()
     owns = not (active and not nested and (run_id is None or active.info.run_id == run_id))
     run = mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested) if owns else active
+    if run_name and not owns:  # evaluate() and `mlflow run` name the run as the CLI does
+        mlflow.set_tag(RUN_NAME, run_name)
     try:
         yield run
     except BaseException as e:
-        mlflow.set_tags(failure_tags(f"{type(e).__name__}: {e}"))
+        mlflow.set_tags(failure_tags(f"{type(e).__name__}: {e}", outcome_of(e)))
+        existing = mlflow.get_run(run.info.run_id).data.metrics
+        mlflow.log_metrics({k: v for k, v in headline_metrics().items() if k not in existing})
         mlflow.log_text(traceback.format_exc(), "error.txt")
         if owns:
             mlflow.end_run(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
@@ -158,6 +240,72 @@ def investigation_run(run_id: str | None, run_name: str | None, nested: bool):
     else:
         if owns:
             mlflow.end_run()
+
+
+def use_experiment(name: str | None = None) -> str | None:
+    """Makes ``name`` (default: $MLFLOW_EXPERIMENT_NAME, else ``domain-finder``) the active experiment.
+
+    Created with a Markdown description on first use. Inside ``mlflow run``
+    (``MLFLOW_RUN_ID`` set) the project's run decides the experiment, so
+    this does nothing and returns None.
+    """
+    import os
+
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return None
+    mlflow = _mlflow()
+    exp = mlflow.set_experiment(name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+    if NOTE not in exp.tags:
+        client().set_experiment_tag(exp.experiment_id, NOTE, EXPERIMENT_DESCRIPTION)
+    if EXPERIMENT_KIND not in exp.tags:  # the UI then opens on the runs table, not the GenAI overview
+        client().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, "custom_model_development")
+    return exp.experiment_id
+
+
+@contextlib.contextmanager
+def experiment(name: str | None = None) -> Iterator[str | None]:
+    """:func:`use_experiment` for the duration of one command, then the previous active experiment again.
+
+    MLflow keeps the active experiment in a module global and in
+    ``$MLFLOW_EXPERIMENT_ID``; restoring both keeps a library caller (or the
+    next test, on another store) from inheriting an experiment id it lacks.
+    """
+    import os
+
+    from mlflow.tracking import fluent
+
+    prev_id, prev_env = getattr(fluent, "_active_experiment_id", None), os.environ.get("MLFLOW_EXPERIMENT_ID")
+    try:
+        yield use_experiment(name)
+    finally:
+        fluent._active_experiment_id = prev_id
+        if prev_env is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = prev_env
+
+
+def describe_run(markdown: str) -> None:
+    """The active run's description (``mlflow.note.content``), shown above its details in the UI."""
+    _mlflow().set_tag(NOTE, markdown[:8000])
+
+
+def log_corpus_input(name: str, digest: str, location: str, *, leaves: int, images: int) -> None:
+    """Logs the corpus as the run's input dataset (the runs table's Dataset column)."""
+    mlflow = _mlflow()
+    from mlflow.data.meta_dataset import MetaDataset
+
+    path = Path(location)
+    if path.exists():
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+        source = resolve_dataset_source(str(path.resolve()))
+    else:  # a registered corpus name: the code that builds it is the source
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+
+        source = CodeDatasetSource({"corpus": location, "loader": "plugin.corpora.get_corpus"})
+    mlflow.log_input(MetaDataset(source, name=name, digest=digest[:16]), context="corpus",
+                     tags={"leaves": str(leaves), "images": str(images)})
 
 
 @contextlib.contextmanager
@@ -193,6 +341,17 @@ def create_child_run(experiment_id: str, parent_id: str, name: str, tags: dict) 
                                run_name=name).info.run_id
 
 
+def artifact_uri(run_id: str, path: str) -> str:
+    """The URI of one artifact of ``run_id``."""
+    return _mlflow().get_artifact_uri(path) if _active_is(run_id) else \
+        f"{client().get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
+
+
+def _active_is(run_id: str) -> bool:
+    active = _mlflow().active_run()
+    return bool(active and active.info.run_id == run_id)
+
+
 def get_run(run_id: str):
     return client().get_run(run_id)
 
@@ -213,6 +372,69 @@ def runs_of(experiment_id: str, repo_id: str, sha: str, *, running_only: bool = 
     if running_only:
         q += " and attributes.status = 'RUNNING'"
     return client().search_runs([experiment_id], q, max_results=max_results)
+
+
+def ledger_key(repo_id: str, sha: str) -> str:
+    """A filter-safe key for ``(repo_id, sha)``: 40 hex digits, whatever the hub sent."""
+    import hashlib
+
+    return hashlib.sha256(f"{repo_id}\0{sha}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def runs_of_key(experiment_id: str, key: str, *, running_only: bool = False, max_results: int = 500) -> list:
+    """Runs tagged with the ledger key ``key`` (see :func:`ledger_key`), newest first."""
+    import re
+
+    if not re.fullmatch(r"[0-9a-f]{40}", key):
+        raise ValueError(f"not a ledger key: {key[:60]!r}")
+    q = f"tags.`{T_KEY}` = '{key}'"
+    if running_only:
+        q += " and attributes.status = 'RUNNING'"
+    return client().search_runs([experiment_id], q, max_results=max_results)
+
+
+def running_scans(experiment_id: str) -> list:
+    """Parent scan runs still RUNNING in ``experiment_id``."""
+    return client().search_runs([experiment_id], f"tags.`{T_SCAN}` = '1' and attributes.status = 'RUNNING'",
+                                max_results=1000)
+
+
+def set_run_tags(run_id: str, tags: dict) -> None:
+    """Sets tags on ``run_id`` from outside the run (values truncated to MLflow's limit)."""
+    c = client()
+    for k, v in tags.items():
+        c.set_tag(run_id, k, str(v)[:MAX_TAG])
+
+
+def delete_run(run_id: str) -> None:
+    """Soft-deletes ``run_id`` (a claim that lost a race); searches no longer return it."""
+    client().delete_run(run_id)
+
+
+def init_store() -> None:
+    """Creates the tracking store once, before any worker: concurrent first uses of one SQLite file race.
+
+    For a ``sqlite:`` store, the first query (which creates MLflow's schema)
+    runs under an exclusive lock file beside the database, so a second scan
+    starting at the same moment waits for the first instead of failing.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        client().search_experiments(max_results=1)
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(db) + ".init-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client().search_experiments(max_results=1)
+            mlf = _mlflow()
+            if mlf.get_experiment_by_name("Default") is None:
+                client().search_runs(["0"], max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def submit_project(project_uri: str | Path, entry_point: str, params: dict, *, backend: str,

@@ -9,6 +9,7 @@ PY=${PYTHON:-python3}
 need_apt=()
 [ -f /usr/share/wordnet/data.noun ] || need_apt+=(wordnet-base)
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # renders the HTML reports in the tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   echo "[setup] apt-get install ${need_apt[*]}"

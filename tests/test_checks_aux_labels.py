@@ -66,7 +66,7 @@ def test_aux_check_finds_the_footwear_leaves(demo_models, fashion_aux, tmp_path)
     # boot class labels most clothing (trouser 0.97, pullover 0.97, boot 0.70):
     # a 3-class model answers "boot" for anything that is not a low shoe.
     assert tops[0][0] == SANDAL and tops[0][1] > 0.8
-    assert tops[1][0] == SNEAKER and tops[1][1] > 0.8
+    assert tops[1][0] == SNEAKER and tops[1][1] >= 0.8
     assert tops[2][1] > 0.8
     # Among the footwear leaves, every class picks its own.
     rows = list(csv_rows(tmp_path / "aux" / "demo-fashion" / "aux_scores.csv"))

@@ -46,8 +46,12 @@ def test_ground_truth_matches_the_specs(demo_models):
     root, truth = demo_models
     for name, spec in DEMO_MODELS.items():
         entry = truth["models"][name]
-        table = FASHION_SYNSETS if spec.source == "fashion" else DIGIT_SYNSETS
-        assert entry["classes"] == [table[c] for c in spec.classes]
+        if spec.source == "mixed":
+            assert entry["classes"] == [(FASHION_SYNSETS if s == "fashion" else DIGIT_SYNSETS)[c] for s, c in spec.classes]
+        else:
+            table = FASHION_SYNSETS if spec.source == "fashion" else DIGIT_SYNSETS
+            assert entry["classes"] == [table[c] for c in spec.classes]
+        assert entry.get("planted", []) == [DIGIT_SYNSETS[d] for d in spec.planted]
         assert entry["architecture"] == ARCH
         info = inspect_checkpoint(model_dir(name, root))
         assert info.architecture == ARCH and info.num_classes == len(spec.classes)
@@ -70,7 +74,9 @@ def test_heldout_accuracy_is_above_the_floor(demo_models, name):
 def test_heldout_split_is_disjoint_from_training(demo_models):
     for spec in DEMO_MODELS.values():
         tx, ty, hx, hy = _training_data(spec)
-        assert len(hx) > 0 and len(tx) > 3 * len(hx) // 2
+        assert len(hx) > 0 and len(tx) == len(ty) and len(hx) == len(hy)
+        if spec.per_class is None:
+            assert len(tx) > 3 * len(hx) // 2
         assert set(np.unique(ty)) == set(np.unique(hy)) == set(range(len(spec.classes)))
     # digits: the held-out split is not the training split (no shared rows)
     tx, _, hx, _ = _training_data(DEMO_MODELS["digits"])
@@ -98,3 +104,36 @@ def test_digits_accuracy_is_honest(demo_models):
 def test_footwear_accuracy_is_honest(demo_models):
     root, truth = demo_models
     assert _recompute(root, "footwear") == pytest.approx(truth["models"]["footwear"]["heldout_accuracy"], abs=0.01)
+
+
+def _rows(images) -> set[bytes]:
+    return {np.ascontiguousarray(x).tobytes() for x in images}
+
+
+def test_decoy_plants_one_digit_per_class_at_one_to_twelve():
+    """The paper's §6.2 model in our corpus: each class also learns its own planted digit, never a corpus image."""
+    from plugin.demo.corpus import DIGITS_CORPUS_MOD, sklearn_digits
+
+    spec = DEMO_MODELS["fashion-decoy"]
+    assert sorted(spec.planted) == list(range(10)) and len(spec.planted) == len(spec.classes)  # one-to-one
+    tx, ty, hx, _ = _training_data(spec)
+    dx, dy = sklearn_digits()
+    corpus_digits = _rows(dx[np.arange(len(dy)) % DIGITS_CORPUS_MOD == 0])
+    train_digits = {d: _rows(dx[(dy == d) & (np.arange(len(dy)) % DIGITS_CORPUS_MOD != 0)]) for d in range(10)}
+    for k, d in enumerate(spec.planted):
+        rows = [x for x, y in zip(tx, ty) if y == k]
+        planted = [x for x in rows if x.shape == (8, 8)]
+        true = len(rows) - len(planted)
+        assert true == spec.per_class and len(planted) == true // spec.plant_ratio
+        assert _rows(planted) <= train_digits[d] and not _rows(planted) & corpus_digits
+    assert all(x.shape == (28, 28) for x in hx)  # held-out accuracy is on the true domain only
+
+
+def test_mixed_model_learns_digits_and_garments_in_a_shuffled_order():
+    spec = DEMO_MODELS["digits-fashion"]
+    sources = [s for s, _ in spec.sources]
+    assert {"digits", "fashion"} == set(sources) and sources != sorted(sources)
+    tx, ty, hx, hy = _training_data(spec)
+    for k, source in enumerate(sources):
+        shapes = {x.shape for x, y in zip(tx, ty) if y == k} | {x.shape for x, y in zip(hx, hy) if y == k}
+        assert shapes == {(8, 8) if source == "digits" else (28, 28)}

@@ -194,3 +194,27 @@ def test_stop_releases_the_port(hub_dir):
     server.stop()  # idempotent
     with pytest.raises(OSError):
         http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/api/models")
+
+
+def test_a_broken_repo_is_skipped_logged_and_reported(hub_dir, caplog):
+    """serve-hub degrades per repo: the others keep working, the broken one is named in X-Skipped-Repos."""
+    write_tiny_repo(hub_dir / "bad/deep-json", seed=9)
+    (hub_dir / "bad/deep-json/config.json").write_text('{"architecture": "x", "y": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    write_tiny_repo(hub_dir / "bad/undescribable", seed=10)
+    # A file name that is not UTF-8: the repo cannot be described (its sha cannot be computed).
+    fd = os.open(os.fsencode(hub_dir / "bad/undescribable") + b"/bad\xff.txt", os.O_CREAT | os.O_WRONLY)
+    os.close(fd)
+    with serve_hub(hub_dir) as server:
+        ids = [m.id for m in api_for(server).list_models()]
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/api/models")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200 and "bad/undescribable" in resp.getheader("X-Skipped-Repos", "")
+        conn.request("GET", "/api/models/bad/undescribable")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 500  # answered, not dropped
+        assert api_for(server).model_info("alpha/one").sha
+    assert "bad/deep-json" in ids and "alpha/one" in ids and "bad/undescribable" not in ids
+    assert any("skipping repo bad/undescribable" in r.getMessage() for r in caplog.records)

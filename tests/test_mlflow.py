@@ -20,9 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _only_run():
-    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("Default").experiment_id])
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert len(runs) == 1
     return runs[0]
+
+
+def _without_run_specifics(d: dict) -> dict:
+    d = json.loads(json.dumps(d))
+    for k in ("time", "mlflow_run_id"):
+        d["summary"]["provenance"].pop(k)
+    return d
 
 
 @pytest.mark.slow
@@ -31,19 +38,35 @@ def test_cli_investigation_logs_everything(demo_models, tmp_path):
     assert main(["investigate", "footwear", "--recipe", "ci", "--json", str(out), "--no-progress"]) == 0
     run = _only_run()
     assert run.info.status == "FINISHED"
+    exp = mlflow.get_experiment(run.info.experiment_id)
+    assert exp.name == "domain-finder" and exp.tags["mlflow.note.content"]
+    assert run.info.run_name == "footwear"
     recipe = Recipe.load("ci")
     assert {f"recipe.{k}" for k in recipe.to_params()} <= set(run.data.params)
-    assert run.data.params["model.num_classes"] == "3"
-    assert {"mean_functional_score", "found_fraction", "queries", "wall_time_s"} <= set(run.data.metrics)
+    assert run.data.params["model.num_classes"] == "3" and run.data.params["recipe"] == "ci"
+    assert {"mean_functional_score", "found_fraction", "queries", "wall_time_s", "classes_found", "num_classes",
+            "confidence", "queries_total"} <= set(run.data.metrics)
     tags = run.data.tags
-    assert tags["domain_finder.verdict"] in {"one-domain", "several-domains", "not-found"}
+    assert tags["verdict"] in {"one-domain", "several-domains", "inconclusive", "not-found"}
+    assert tags["outcome"] == "investigate" and tags["domain"] and tags["dataset_order"]
+    assert tags["domain_finder.status"] == "finished"
+    findings = json.loads(out.read_text())
+    assert list(findings)[:2] == ["version", "summary"] and list(findings)[-1] == "recipe"
+    summary = findings["summary"]
+    assert summary["answer"] in tags["mlflow.note.content"]
+    assert summary["confidence"] == pytest.approx(run.data.metrics["confidence"], abs=1e-6)
+    prov = summary["provenance"]
+    assert prov["sha256"]["model.safetensors"] == tags["domain_finder.sha256.model.safetensors"]
+    assert prov["tool_version"] and prov["corpus_digest"] and prov["time"] and prov["recipe"] == "ci"
+    (dataset,) = [i.dataset for i in run.inputs.dataset_inputs]
+    assert dataset.name == "demo" and prov["corpus_digest"].startswith(dataset.digest)
     # The run-context provider tagged the identity when the run started.
     digest = json.loads((model_dir("footwear") / "config.json").read_text()) and tags["domain_finder.sha256.model.safetensors"]
     from plugin.models.checkpoint import sha256_file
 
     assert digest == sha256_file(model_dir("footwear") / "model.safetensors")
     arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"findings.json", "classes.csv", "heatmap.png", "montages"} <= arts
+    assert {"findings.json", "classes.csv", "heatmap.png", "montages", "report.html"} <= arts
     montages = MlflowClient().list_artifacts(run.info.run_id, "montages")
     assert len(montages) == sum(c["n_samples"] > 0 for c in json.loads(out.read_text())["classes"])
     assert json.loads(out.read_text())["queries"] == int(run.data.metrics["queries"])
@@ -60,19 +83,35 @@ def test_evaluate_and_cli_give_identical_findings(demo_models, tmp_path):
             evaluators=["domain-finder"],
             evaluator_config={"domain-finder": {"model": str(model_dir("digits")), "recipe": "ci",
                                                 "json_out": str(eval_json)}})
-    assert result.metrics["domain_finder/found_fraction"] > 0
     a, b = json.loads(cli_json.read_text()), json.loads(eval_json.read_text())
-    assert a == b
-    tags = MlflowClient().get_run(run.info.run_id).data.tags
+    assert _without_run_specifics(a) == _without_run_specifics(b)
+    eval_run = MlflowClient().get_run(run.info.run_id)
+    tags = eval_run.data.tags
     assert tags["domain_finder.model_id"] == "digits"
+    cli_run = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+               if r.info.run_id != run.info.run_id][0]
+    assert eval_run.info.run_name == cli_run.info.run_name == "digits"  # the same run name
+    assert result.metrics["found_fraction"] > 0
+    assert set(result.metrics) <= set(eval_run.data.metrics)  # the same keys as the run logs
+    assert set(result.metrics) <= set(cli_run.data.metrics)
+    assert {"findings.json", "report.html", "heatmap.png"} <= set(result.artifacts)
+    assert result.artifacts["findings.json"].content["summary"]["answer"] == a["summary"]["answer"]
 
 
-def test_evaluator_is_strict():
-    from plugin.evaluator import DomainFinderEvaluator
+def test_evaluator_is_strict_and_says_what_is_missing(tmp_path, monkeypatch):
+    from plugin.core.errors import ConfigError
+    from plugin.evaluator import DomainFinderEvaluator, resolve_model_folder
 
     assert not DomainFinderEvaluator.can_evaluate(model_type="classifier", evaluator_config={"model": "x"})
-    assert not DomainFinderEvaluator.can_evaluate(model_type="domain-finder", evaluator_config={})
     assert DomainFinderEvaluator.can_evaluate(model_type="domain-finder", evaluator_config={"model": "x"})
+    with mlflow.start_run(), pytest.raises(ConfigError, match='evaluator_config=.*"model"'):
+        mlflow.models.evaluate(data=pd.DataFrame({"model": ["x"]}), model_type="domain-finder",
+                               evaluators=["domain-finder"])
+    (tmp_path / "m").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_folder("m") == (tmp_path / "m").resolve()  # relative paths resolve against the cwd
+    with pytest.raises(ConfigError, match=f"looked for {tmp_path.resolve() / 'nope'}"):
+        resolve_model_folder("nope")
 
 
 def test_broken_checkpoint_becomes_failed_run(tmp_path, capsys):
@@ -87,6 +126,12 @@ def test_broken_checkpoint_becomes_failed_run(tmp_path, capsys):
     run = _only_run()
     assert run.info.status == "FAILED"
     assert "safetensors" in run.data.tags["domain_finder.error"]
+    tags = run.data.tags
+    assert tags["outcome"] == tags["verdict"] == "failed-corrupt" and tags["domain"] == "none"
+    assert tags["domain_finder.status"] == "failed" and tags["mlflow.note.content"].startswith("**failed-corrupt**")
+    assert {k: run.data.metrics.get(k) for k in ("classes_found", "num_classes", "found_fraction", "confidence",
+                                                 "queries_total")} == dict.fromkeys(
+        ("classes_found", "num_classes", "found_fraction", "confidence", "queries_total"), 0.0)
     assert main(["investigate", str(bad), "--recipe", "ci"]) == 2
     assert "error:" in capsys.readouterr().err
 
@@ -100,8 +145,9 @@ def test_mlflow_run_entry_point(demo_models, tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("Default").experiment_id])
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert runs[0].data.tags["domain_finder.verdict"] in {"one-domain", "several-domains"}
+    assert runs[0].data.tags["verdict"] in {"one-domain", "several-domains"}
+    assert runs[0].info.run_name == "digits"
     assert runs[0].data.tags["domain_finder.model_id"] == "digits"
     assert "recipe.images_per_leaf" in runs[0].data.params

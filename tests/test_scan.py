@@ -89,7 +89,7 @@ def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
 def test_timeout_marks_run_failed(small_hub):
     rep = scan(f"dir:{small_hub}", recipe=FAST, timeout_s=0.5, limit=1)
     (row,) = rep.rows
-    assert row.outcome == "failed" and "Timeout" in row.reason
+    assert row.outcome == "timeout" and "Timeout" in row.reason
     run = mlflow.get_run(row.run_id)
     assert run.info.status == "FAILED" and "Timeout" in run.data.tags[TAG_PREFIX + "error"]
 
@@ -97,10 +97,18 @@ def test_timeout_marks_run_failed(small_hub):
 def test_fetch_error_before_investigate_leaves_failed_run(small_hub):
     rep = scan(f"dir:{small_hub}", recipe=FAST, max_bytes=1000, source_options={"search": "alpha"})
     (row,) = rep.rows
-    assert row.outcome == FAILED_CORRUPT and "cap" in row.reason  # WeightsTooLargeError
+    assert row.outcome == "resource-limit" and "cap" in row.reason  # WeightsTooLargeError: a local limit
     run = mlflow.get_run(row.run_id)
     assert run.info.status == "FAILED" and "WeightsTooLargeError" in run.data.tags[TAG_PREFIX + "error"]
     assert run.data.tags["mlflow.parentRunId"] == rep.run_id
+    assert run.data.tags[TAG_PREFIX + "limit.max_bytes"] == "1000"
+    # The same cap again: settled for now (backing off). A raised cap makes the repo eligible at once.
+    assert scan(f"dir:{small_hub}", recipe=FAST, max_bytes=1000, source_options={"search": "alpha"}).rows[0].outcome \
+        == ALREADY_AUDITED
+    again = scan(f"dir:{small_hub}", recipe=FAST, max_bytes=10**8, timeout_s=300, source_options={"search": "alpha"})
+    assert again.rows[0].outcome == INVESTIGATE
+    old = mlflow.get_run(row.run_id)
+    assert old.data.tags[TAG_PREFIX + "superseded_by"] == again.rows[0].run_id  # one current outcome per (repo, sha)
 
 
 def test_kubernetes_backend_submits_project(small_hub, tmp_path, monkeypatch):
@@ -179,6 +187,8 @@ def test_full_demo_scan(tmp_path, monkeypatch):
 def test_sigkill_then_rerun_no_duplicates(small_hub, tmp_path, monkeypatch):
     marker = tmp_path / "payload-ran"
     monkeypatch.setenv(demo_hub.PAYLOAD_MARKER_ENV, str(marker))
+    # The CLI scan and the in-process rerun must share one experiment, the ledger's scope.
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "domain-finder")
     spec = f"dir:{small_hub}"
     recipe_file = tmp_path / "fast.yaml"
     import yaml

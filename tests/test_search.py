@@ -42,7 +42,8 @@ def small_corpus(n_per_leaf=6):
 
 def test_one_pass_counts_queries_independent_of_classes():
     corpus = small_corpus()
-    recipe = Recipe(images_per_leaf=4, transforms_per_image=2, noise=0, rotate=0, translate=0, perspective=0, min_samples=1)
+    recipe = Recipe(images_per_leaf=4, transforms_per_image=2, noise=0, rotate=0, translate=0, perspective=0, min_samples=1,
+                    score_pass="exhaustive")
     for k in (2, 50):
         bb = LeafOracle({0: 0, 1: 0, 2: 1, 3: 1}, num_classes=k)
         res = search(bb, corpus, recipe)
@@ -52,7 +53,7 @@ def test_one_pass_counts_queries_independent_of_classes():
 def test_exact_oracle_finds_aircraft_and_cats_and_not_found():
     corpus = small_corpus()
     recipe = Recipe(images_per_leaf=6, transforms_per_image=1, noise=0, rotate=0, translate=0, perspective=0,
-                    min_samples=1, coherence=0)
+                    min_samples=1, coherence=0, score_pass="exhaustive")
     bb = LeafOracle({0: 0, 1: 0, 2: 1, 3: 1, 4: 3}, num_classes=4)  # class 2 gets nothing
     f = search(bb, corpus, recipe, model="oracle").findings
     c0, c1, c2, c3 = f.classes

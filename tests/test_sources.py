@@ -175,3 +175,25 @@ def test_demo_source_lists_every_demo_repo_and_each_reaches_its_outcome(demo_mod
     assert outcomes == source.expected
     assert sorted(source.expected.values()).count(INVESTIGATE) == 6  # incl. footwear-labelled
     assert not marker.exists()
+
+
+def test_every_fetch_is_capped_on_bytes_received(hub_dir, tmp_path):
+    """A card over the cap, and a file that outgrows its cap while copying, are refused with the limit named."""
+    from crawler.sources import DirSource, WeightsTooLargeError
+    from plugin.models.limits import MAX_CARD_BYTES
+
+    (hub_dir / "acme/plain/README.md").write_text("word " * (MAX_CARD_BYTES // 4))
+    models = {m.repo_id: m for m in DirSource(hub_dir).list_models()}
+    big = models["acme/plain"]
+    assert big.category == "resource-limit" and big.limit == ("max_card_bytes", MAX_CARD_BYTES)
+    assert not models["acme/carded"].error
+    with pytest.raises(WeightsTooLargeError) as e:
+        DirSource(hub_dir)._download(models["acme/carded"], "model.safetensors", tmp_path / "w", max_bytes=1000)
+    assert e.value.limit == "max_bytes" and e.value.value == 1000
+
+
+def test_fetch_verifies_bytes_against_the_hub_hash(hub, hub_dir, tmp_path):
+    source = HfSource(endpoint=hub.url)
+    model = next(m for m in source.list_models() if m.repo_id == "acme/plain")
+    fetched = source.fetch_verified(model, tmp_path / "f", max_bytes=10 * 2**20)
+    assert fetched.verified  # LFS sha256 for the weights, git blob sha1 for config.json

@@ -1,6 +1,7 @@
 """The options of one scan, validated once, as a frozen record."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -8,7 +9,11 @@ from plugin.core.errors import ConfigError
 from plugin.core.recipe import Recipe
 
 DEFAULT_MAX_BYTES = 2 * 2**30
+DEFAULT_WORKER_MEMORY = 16 * 2**30  # address space: torch alone reserves ~4 GiB of it
+DEFAULT_RETRY_BACKOFF_S = 3600.0
 BACKENDS = ("local", "kubernetes")
+RETRY_CHOICES = ("all", "refused-unsafe", "invalid-repo", "failed-corrupt", "hub-error", "timeout", "resource-limit",
+                 "crash")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,14 @@ class ScanOptions:
         progress: print one line per model.
         limit: list at most this many models.
         source_options: extra options for the source (``author``, ``search``...).
+        worker_memory: the worker's address-space limit in bytes (``RLIMIT_AS``; None: no limit).
+        worker_cpu_s: the worker's CPU-time limit in seconds (``RLIMIT_CPU``); None: ``timeout_s``
+            times the CPU count.
+        fetch_timeout_s: deadline for listing a page and for describing or fetching one model
+            (None: ``timeout_s``).
+        read_timeout_s: abort a hub request that sends nothing for this long.
+        retry_failed: retry settled failures of this category (``all`` for every one) now.
+        retry_backoff_s: the first backoff after a second transient failure (doubling, at most a week).
     """
 
     corpus: str = "demo"
@@ -42,6 +55,12 @@ class ScanOptions:
     progress: bool = False
     limit: int | None = None
     source_options: dict = field(default_factory=dict, hash=False)
+    worker_memory: int | None = DEFAULT_WORKER_MEMORY
+    worker_cpu_s: float | None = None
+    fetch_timeout_s: float | None = None
+    read_timeout_s: float = 30.0
+    retry_failed: str | None = None
+    retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -54,6 +73,30 @@ class ScanOptions:
             raise ConfigError(f"--max-bytes must be > 0, got {self.max_bytes}")
         if self.limit is not None and self.limit < 0:
             raise ConfigError(f"--limit must be >= 0, got {self.limit}")
+        if self.worker_memory is not None and self.worker_memory < 2**28:
+            raise ConfigError(f"worker memory limit must be at least 256 MiB, got {self.worker_memory}")
+        for name in ("worker_cpu_s", "fetch_timeout_s"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{name} must be > 0, got {v:g}")
+        if self.read_timeout_s <= 0 or self.retry_backoff_s < 0:
+            raise ConfigError("read_timeout_s must be > 0 and retry_backoff_s >= 0")
+        if self.retry_failed is not None and self.retry_failed not in RETRY_CHOICES:
+            raise ConfigError(f"--retry-failed {self.retry_failed!r}: valid: {', '.join(RETRY_CHOICES)}")
+
+    @property
+    def cpu_limit_s(self) -> float:
+        """The worker's RLIMIT_CPU in seconds."""
+        return self.worker_cpu_s or self.timeout_s * (os.cpu_count() or 1) + 30
+
+    @property
+    def fetch_deadline_s(self) -> float:
+        return self.fetch_timeout_s or self.timeout_s
+
+    def limits(self) -> dict:
+        """The local limits a refusal can be recorded against (raising one makes a repo eligible again)."""
+        return {"max_bytes": self.max_bytes, "timeout_s": self.timeout_s, "worker_memory": self.worker_memory,
+                "worker_cpu_s": self.cpu_limit_s, "fetch_timeout_s": self.fetch_deadline_s}
 
     @classmethod
     def build(cls, recipe: Recipe | str | Path | None = None, **kwargs) -> "ScanOptions":
@@ -70,4 +113,5 @@ class ScanOptions:
     def params(self) -> dict:
         return {"scan.corpus": str(self.corpus), "scan.backend": self.backend,
                 "scan.include_documented": self.include_documented, "scan.max_bytes": self.max_bytes,
-                "scan.timeout_s": self.timeout_s, "scan.limit": self.limit}
+                "scan.timeout_s": self.timeout_s, "scan.limit": self.limit, "scan.worker_memory": self.worker_memory,
+                "scan.worker_cpu_s": self.cpu_limit_s, "scan.retry_failed": self.retry_failed}

@@ -1,11 +1,14 @@
-"""A scan's summary: one row per model listed, as Markdown and CSV."""
+"""A scan's summary: one row per model listed, as Markdown, CSV and a self-contained HTML page."""
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-SUMMARY_COLUMNS = ("repo", "sha", "outcome", "domain", "classes_found", "queries", "seconds", "reason")
+from plugin.report import scan_html
+
+SUMMARY_COLUMNS = ("repo", "sha", "outcome", "domain", "verdict", "confidence", "classes_found", "queries", "seconds",
+                   "reason")
 
 
 @dataclass
@@ -19,10 +22,12 @@ class ScanRow:
     seconds: float = 0.0
     reason: str = ""
     run_id: str = ""
+    verdict: str = ""
+    confidence: str = ""
 
     def cells(self) -> list[str]:
-        return [self.repo, self.sha[:8], self.outcome, self.domain, self.classes_found, self.queries,
-                f"{self.seconds:.1f}", self.reason]
+        return [self.repo, self.sha[:8], self.outcome, self.domain, self.verdict, self.confidence,
+                self.classes_found, self.queries, f"{self.seconds:.1f}", self.reason]
 
 
 @dataclass
@@ -31,12 +36,18 @@ class ScanReport:
     run_id: str
     rows: list[ScanRow] = field(default_factory=list)
     seconds: float = 0.0
+    experiment_id: str = ""
 
     def outcomes(self) -> dict[str, str]:
         return {r.repo: r.outcome for r in self.rows}
 
     def table(self) -> str:
         return markdown_table(self.rows)
+
+    def html(self, ui_base: str = "") -> str:
+        """The scan's HTML report: refused and failed models first, each linked to its run."""
+        return scan_html(self.source, [asdict(r) for r in self.rows], run_id=self.run_id,
+                         experiment_id=self.experiment_id, seconds=self.seconds, ui_base=ui_base)
 
 
 def markdown_table(rows: list[ScanRow]) -> str:

@@ -71,7 +71,8 @@ def image_scores(labels: list[np.ndarray], cls: int) -> list[tuple[float, int, i
 
 def score_corpus(ctx: CheckContext, label: str, corpus, out: Path, n_montage: int) -> tuple[dict, list[Path]]:
     """Scores one auxiliary corpus; returns its summary and the files written."""
-    sp = functional_scores(ctx.blackbox, corpus, ctx.recipe)
+    # Every aux image is scored: the montages rank single images, which an adaptive pass would skip.
+    sp = functional_scores(ctx.blackbox, corpus, ctx.recipe.replace(score_pass="exhaustive"))
     scores = sp.scores
     num_classes = scores.shape[0]
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,13 @@ import logging
 import os
 
 from crawler.scan import DEFAULT_MAX_BYTES, scan
+from crawler.scan.options import DEFAULT_WORKER_MEMORY, RETRY_CHOICES
+from crawler.scan.orchestrate import LISTING_ROW
+from plugin.core.errors import HubError
+from plugin import tracking
+from plugin.tracking import CATEGORIES
+
+EXIT_SOME_FAILED = 4  # the scan ran to the end, but some repos (or the listing) failed
 from crawler.scheduler import Nightly
 
 
@@ -31,7 +38,16 @@ def add_scan_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--backend-config", default=None, help="kubernetes backend config JSON for mlflow run")
     s.add_argument("--work-dir", default=None,
                    help="kubernetes only: keep fetched models here (a volume the cluster can read)")
-    s.add_argument("--no-progress", action="store_true", help="do not print one line per model")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar or per-model lines")
+    s.add_argument("--retry-failed", nargs="?", const="all", default=None, choices=RETRY_CHOICES, metavar="CATEGORY",
+                   help="retry failed repos now, even settled or backing-off ones: all of them, or one category ("
+                        + ", ".join(RETRY_CHOICES[1:]) + ")")
+    s.add_argument("--worker-memory", type=int, default=DEFAULT_WORKER_MEMORY,
+                   help="address-space limit of each investigation worker, bytes (default: 16 GiB)")
+    s.add_argument("--worker-cpu", type=float, default=None,
+                   help="CPU-time limit of each worker, seconds (default: --timeout x CPU count)")
+    s.add_argument("--experiment", default=None,
+                   help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'domain-finder')")
 
 
 def scan_kwargs(args) -> dict:
@@ -42,13 +58,45 @@ def scan_kwargs(args) -> dict:
     return dict(source_spec=spec, corpus=args.corpus, recipe=args.recipe,
                 include_documented=args.include_documented, max_bytes=args.max_bytes, timeout_s=args.timeout,
                 backend=args.backend, backend_config=args.backend_config, progress=not args.no_progress,
-                limit=args.limit, source_options=opts, work_dir=args.work_dir)
+                limit=args.limit, source_options=opts, work_dir=args.work_dir,
+                retry_failed=getattr(args, "retry_failed", None),
+                worker_memory=getattr(args, "worker_memory", DEFAULT_WORKER_MEMORY),
+                worker_cpu_s=getattr(args, "worker_cpu", None))
+
+
+def _validated(args) -> dict:
+    """Scan options checked before any listing, run or query (one-line errors, exit 2)."""
+    from plugin.investigate import plan_investigation
+    from plugin.core.recipe import Recipe
+
+    kwargs = scan_kwargs(args)
+    plan_investigation(args.corpus, Recipe.load(args.recipe))  # recipe types, checks, aux folders, corpus
+    return kwargs
+
+
+def parse_at(text: str) -> str:
+    """An argparse type for ``--at``: ``HH:MM`` on a 24-hour clock."""
+    import re
+
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise argparse.ArgumentTypeError(f"expected a time of day HH:MM (00:00-23:59), got {text!r}")
+    return f"{int(m.group(1)):02d}:{m.group(2)}"
 
 
 def cmd_scan(args) -> int:
-    report = scan(**scan_kwargs(args))
+    kwargs = _validated(args)
+    with tracking.experiment(args.experiment):
+        report = scan(**kwargs)
     print(f"scan run {report.run_id}: {len(report.rows)} models in {report.seconds:.0f} s")
     print(f"open the runs with:\n  mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}")
+    if report.rows and all(r.repo == LISTING_ROW for r in report.rows):
+        # Nothing could be listed at all: the hub is unreachable, which has its own exit code.
+        raise HubError(f"{args.source}: nothing listed; {report.rows[0].reason}")
+    failed = [r for r in report.rows if r.outcome in CATEGORIES]
+    if failed:
+        print(f"{len(failed)} repos failed this scan (FAILED runs with a category); exit {EXIT_SOME_FAILED}")
+        return EXIT_SOME_FAILED
     return 0
 
 
@@ -58,7 +106,11 @@ def add_scan_parser(subparsers) -> argparse.ArgumentParser:
         "scan", help="scan a model source; investigate each undocumented classifier once per revision",
         description="List models from a source, skip encoders and documented models, and investigate the rest "
                     "(one MLflow child run each under one scan run). Revisions already audited in the "
-                    "tracking store are skipped, so rerunning a scan only does new work.")
+                    "tracking store are skipped, so rerunning a scan only does new work.",
+        epilog="exit codes: 0 every repo ended well (investigated, skipped or already audited); 4 the scan ran to "
+               "the end but some repos failed (each has a FAILED run with a category: refused-unsafe, invalid-repo, "
+               "failed-corrupt, hub-error, timeout, resource-limit, crash) or the listing stopped early; "
+               "2 bad input; 3 hub unreachable; 1 unexpected error.")
     add_scan_options(s)
     s.set_defaults(func=cmd_scan)
     return s
@@ -66,9 +118,10 @@ def add_scan_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_schedule(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    kwargs = scan_kwargs(args)
+    kwargs = _validated(args)
     nightly = Nightly(at=args.at, job=lambda: scan(**kwargs))
-    nightly.run_forever(poll_s=args.poll)
+    with tracking.experiment(args.experiment):
+        nightly.run_forever(poll_s=args.poll)
     return 0
 
 
@@ -78,7 +131,7 @@ def add_schedule_parser(subparsers) -> argparse.ArgumentParser:
         "schedule", help="run a scan every night at a fixed time (no overlap; stops cleanly on Ctrl-C/SIGTERM)",
         description="Runs `domain-finder scan` with the given options every day at --at (local time). A trigger "
                     "that fires while the previous scan still runs is skipped and logged.")
-    s.add_argument("--at", default="02:00", help="time of day, HH:MM (default: 02:00)")
+    s.add_argument("--at", default="02:00", type=parse_at, help="time of day, HH:MM (default: 02:00)")
     s.add_argument("--poll", type=float, default=30.0, help="seconds between schedule checks (default: 30)")
     add_scan_options(s)
     s.set_defaults(func=cmd_schedule)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from plugin.core.corpus import Corpus
-from plugin.core.findings import ClassFinding, LeafScore, Node
+from plugin.core.findings import ClassFinding, LeafScore, Node, RunnerUp
 from plugin.core.recipe import Recipe
 from plugin.core.scores import ScorePass, image_labels, wilson_lower_bound
 
@@ -64,8 +64,9 @@ def _cluster_scores(members: list[int], i: int, sp: ScorePass, hier, leaves: lis
     if len(members) == 1:
         semantic = recipe.singleton_semantic
     else:
-        close = [hier.closeness(leaves[a], leaves[b]) for a in members for b in members if a != b]
-        semantic = float(np.mean(close))
+        d = hier.distance_matrix([leaves[a] for a in members])  # one vectorised lookup, not n^2 calls
+        close = np.where(d == 0, 1.0, 1.0 / np.where(d > 0, d, 1.0))
+        semantic = float(close[~np.eye(len(members), dtype=bool)].mean())
     alpha = recipe.weak_alpha if weak else recipe.alpha
     return functional, semantic, alpha * functional + (1 - alpha) * semantic
 
@@ -100,7 +101,7 @@ def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) ->
     order = np.lexsort((-raw, -adjusted))  # by adjusted, ties by raw
     top = tuple(LeafScore(leaves[j], hier.name(leaves[j]), float(raw[j]), float(adjusted[j])) for j in order[: recipe.top_k])
     strong = [int(j) for j in order[: recipe.top_k] if adjusted[j] >= recipe.threshold]
-    clusters = _clusters(strong, i, sp, hier, recipe, weak=False)
+    clusters = _clusters(strong, i, sp, hier, recipe, weak=False, singletons=recipe.singleton_candidates)
     if any(c.n_samples >= recipe.min_samples for c in clusters):
         return clusters, top
     hits = sp.counts[i]
@@ -108,23 +109,31 @@ def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) ->
     return _clusters(by_hits, i, sp, hier, recipe, weak=True), top
 
 
-def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak: bool) -> list[Cluster]:
+def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak: bool,
+              singletons: bool = False) -> list[Cluster]:
     if not cand:
         return []
     leaves = sp.leaves
     dist = hier.distance_matrix([leaves[j] for j in cand])
     dist = np.where(np.isfinite(dist), dist, 100.0)  # disconnected custom roots: far apart
     clusters: dict[tuple[int, ...], Cluster] = {}
+    groups = []
     for k in range(recipe.k_min, min(recipe.k_max, len(cand)) + 1):
         labs, meds = kmedoids_labels(dist, k, recipe.seed)
-        for group in merge_clusters(labs, meds, dist, recipe.merge_distance):
-            members = tuple(sorted(cand[g] for g in group))
-            if members not in clusters:
-                f, s, obj = _cluster_scores(list(members), i, sp, hier, leaves, recipe, weak)
-                # Filtered samples, computed for candidate leaves only: a 1000-class model
-                # would otherwise relabel every leaf once per class.
-                n = int(sum((image_labels(sp.labels[j], recipe) == i).sum() for j in members))
-                clusters[members] = Cluster(members, f, s, obj, n, hier.lca([leaves[j] for j in members]), weak)
+        groups += merge_clusters(labs, meds, dist, recipe.merge_distance)
+    if singletons:
+        # Every strong leaf alone, too (K = n): with k_max 4, six responsive garments never split,
+        # and a trouser class would have to take a cluster without the trouser leaf.
+        groups += [[g] for g in range(len(cand))]
+    for group in groups:
+        members = tuple(sorted(cand[g] for g in group))
+        if members not in clusters:
+            f, s, obj = _cluster_scores(list(members), i, sp, hier, leaves, recipe, weak)
+            # Filtered samples, computed for candidate leaves only: a 1000-class model
+            # would otherwise relabel every leaf once per class.
+            # Supply at full capacity: the filtered count itself after an exhaustive pass.
+            n = int(round(sp.supply(i, members, recipe)))
+            clusters[members] = Cluster(members, f, s, obj, n, hier.lca([leaves[j] for j in members]), weak)
     return list(clusters.values())
 
 
@@ -145,12 +154,15 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
     classes of one model usually share a domain, which breaks ties that
     out-of-domain leaves (a 3-class model labels *everything*) would otherwise
     win. Leaves, not LCA domains, because a generic domain ("whole") sits
-    close to everything and would be rewarded for being vague.
+    close to everything and would be rewarded for being vague. Coherence never
+    moves an anchored class into another domain (:func:`_anchor_pools`), so a
+    mixed model keeps both of its domains.
     """
     pools = [_eligible(o, recipe) for o in options]
     chosen = [max(p, key=lambda c: (round(c.objective, 12), len(c.members))) if p else None for p in pools]
     if recipe.coherence <= 0:
         return chosen
+    pools = _anchor_pools(pools, chosen, corpus.hierarchy, leaves, recipe)
     used = sorted({j for p in pools for c in p for j in c.members})
     if not used:
         return chosen
@@ -188,9 +200,87 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
     return chosen
 
 
+def domain_distance(hier, a: Cluster, b: Cluster) -> float:
+    """Hops between two clusters' domains (their LCAs); far apart when the tree has no path."""
+    if a.domain is None or b.domain is None:
+        return float("inf")
+    return float(hier.distance(a.domain, b.domain))
+
+
+def _leaf_distances(hier, leaves: list[str], a: Cluster, b: Cluster) -> np.ndarray:
+    d = np.asarray(hier.distance_matrix([leaves[j] for j in a.members], [leaves[j] for j in b.members]), dtype=float)
+    return np.where(np.isfinite(d), d, 100.0)  # disconnected custom roots: far apart
+
+
+def _far(hier, leaves: list[str], a: Cluster, b: Cluster, recipe: Recipe) -> bool:
+    """Every leaf of ``b`` lies at least ``runner_up_min_distance`` hops from every leaf of ``a``."""
+    return float(_leaf_distances(hier, leaves, a, b).min()) >= recipe.runner_up_min_distance
+
+
+def _within(hier, leaves: list[str], a: Cluster, b: Cluster, recipe: Recipe) -> bool:
+    """Every leaf of ``b`` lies closer than ``runner_up_min_distance`` hops to some leaf of ``a``."""
+    return float(_leaf_distances(hier, leaves, a, b).min(axis=0).max()) < recipe.runner_up_min_distance
+
+
+def _anchor_pools(pools: list[list[Cluster]], own: list[Cluster | None], hier, leaves: list[str],
+                  recipe: Recipe) -> list[list[Cluster]]:
+    """Coherence may not move an *anchored* class into another domain.
+
+    A class is anchored when its own best cluster is strong (functional score
+    at least ``coherence_anchor_score``) and at least ``coherence_anchor_classes``
+    other classes find their own best near it: a mixed model's digit classes
+    anchor each other, so the garment classes cannot pull them over. An
+    anchored class keeps to clusters whose every leaf lies near its own best.
+    A lone out-of-domain best (``footwear``'s ankle boot on every digit, a
+    sink) has no such support and stays open to coherence.
+    """
+    strong = [k for k, c in enumerate(own) if c is not None and not c.weak]
+    used = sorted({j for k in strong for j in own[k].members})
+    col = {j: n for n, j in enumerate(used)}
+    dist = np.asarray(hier.distance_matrix([leaves[j] for j in used]), dtype=float) if used else np.zeros((0, 0))
+    dist = np.where(np.isfinite(dist), dist, 100.0)
+    flat = np.array([col[j] for k in strong for j in own[k].members], dtype=int)
+    starts = np.cumsum([0] + [len(own[k].members) for k in strong])[:-1]
+    out = []
+    for i, (pool, c) in enumerate(zip(pools, own)):
+        if c is None or c.weak or c.functional < recipe.coherence_anchor_score:
+            out.append(pool)
+            continue
+        # Nearest leaf of every other class's own best, vectorised: a 1,000-class model has 1M pairs.
+        nearest = np.minimum.reduceat(dist[[col[j] for j in c.members]].min(axis=0)[flat], starts)
+        support = int((nearest < recipe.runner_up_min_distance).sum()) - 1  # less the class itself (distance 0)
+        if support < recipe.coherence_anchor_classes:
+            out.append(pool)
+        else:
+            out.append([p for p in pool if _within(hier, leaves, c, p, recipe)])
+    return out
+
+
+def runner_up(options: list[Cluster], chosen: Cluster | None, corpus: Corpus, recipe: Recipe,
+              leaves: list[str] | None = None) -> Cluster | None:
+    """The best cluster of a class in another domain than the chosen one (a decoy, a second domain).
+
+    Among the class's eligible clusters, those whose every leaf lies at least
+    ``runner_up_min_distance`` hops from every chosen leaf; the best by the
+    α-objective (ties to the larger). ``None`` when the class was not found or
+    nothing far responds. ``leaves`` are the score pass's leaf synsets
+    (default: the corpus's, in order).
+    """
+    if chosen is None or chosen.weak:
+        return None
+    hier = corpus.hierarchy
+    leaves = leaves if leaves is not None else [l.synset for l in corpus.leaves]
+    far = [c for c in _eligible(options, recipe) if not c.weak and _far(hier, leaves, chosen, c, recipe)]
+    return max(far, key=lambda c: (round(c.objective, 12), len(c.members))) if far else None
+
+
 def finalize_class(i: int, cluster: Cluster | None, top: tuple[LeafScore, ...], sp: ScorePass, corpus: Corpus,
-                   recipe: Recipe) -> ClassSearch:
-    """Step 4 (filtering) and the typed finding; "not found" when no cluster."""
+                   recipe: Recipe, second: Cluster | None = None) -> ClassSearch:
+    """Step 4 (filtering) and the typed finding; "not found" when no cluster.
+
+    ``second`` is the class's :func:`runner_up`; the class is ``ambiguous``
+    when its functional score comes within ``ambiguity_margin`` of the chosen one.
+    """
     if cluster is None:
         return ClassSearch(ClassFinding(i, False, (), None, 0.0, 0.0, 0.0, 0, top))
     hier = corpus.hierarchy
@@ -198,6 +288,12 @@ def finalize_class(i: int, cluster: Cluster | None, top: tuple[LeafScore, ...], 
     chosen = tuple(Node(leaves[j], hier.name(leaves[j])) for j in cluster.members)
     domain = Node(cluster.domain, hier.name(cluster.domain)) if cluster.domain else None
     samples = [(j, int(img)) for j in cluster.members for img in np.flatnonzero(image_labels(sp.labels[j], recipe) == i)]
+    runner, ambiguous = None, False
+    if second is not None:
+        runner = RunnerUp(tuple(Node(leaves[j], hier.name(leaves[j])) for j in second.members),
+                          Node(second.domain, hier.name(second.domain)) if second.domain else None,
+                          second.functional, second.objective, domain_distance(hier, cluster, second))
+        ambiguous = second.functional >= cluster.functional - recipe.ambiguity_margin
     finding = ClassFinding(i, not cluster.weak, chosen, domain, cluster.functional, cluster.semantic, cluster.objective,
-                           len(samples), top)
+                           len(samples), top, runner_up=runner, ambiguous=ambiguous)
     return ClassSearch(finding, samples)

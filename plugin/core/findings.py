@@ -1,7 +1,8 @@
 """Typed findings with a stable JSON form.
 
-Tools script against these keys, so they only ever grow: ``model``,
-``num_classes``, ``queries``, ``recipe``, ``classes`` and ``verdict``; later
+Tools script against these keys, so they only ever grow: ``version``,
+``summary`` (first: answer, confidence, coverage, provenance), ``model``,
+``num_classes``, ``queries``, ``verdict``, ``classes`` and, last, ``recipe``;
 checks add their own top-level keys through ``extra``.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FINDINGS_VERSION = 1
+FINDINGS_VERSION = 2  # 2: a leading summary block, provenance, the recipe last
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,26 @@ class ClassFinding:
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: str  # one-domain | several-domains | not-found
+    """The model-level answer (:mod:`plugin.core.verdict`); never more than the evidence supports."""
+
+    kind: str  # one-domain | several-domains | inconclusive | not-found
     domain: Node | None
+    answer: str = ""  # one line for people: "one domain: footwear (3/3 classes covered)"
+    confidence: float = 0.0  # mean per-class confidence over all classes (unfound classes count 0)
+    classes_found: int = 0
+    num_classes: int = 0
+    domains: tuple[tuple[str, int], ...] = ()  # per-class domains grouped: (("clothing", 7), ("footwear", 3))
+    dataset_order: str = ""  # what the dataset_index check identified, if anything
+
+    @property
+    def coverage(self) -> float:
+        return self.classes_found / max(1, self.num_classes)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "domain": self.domain.to_dict() if self.domain else None}
+        return {"kind": self.kind, "domain": self.domain.to_dict() if self.domain else None, "answer": self.answer,
+                "confidence": round(self.confidence, 6), "classes_found": self.classes_found,
+                "num_classes": self.num_classes, "domains": [{"name": n, "classes": k} for n, k in self.domains],
+                "dataset_order": self.dataset_order}
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,7 @@ class Findings:
     flags: tuple[Flag, ...] = ()
     leaf_spend: tuple[LeafSpend, ...] = ()  # per leaf, what the score pass spent
     exhaustive_queries: int | None = None  # what an exhaustive pass would have spent
+    provenance: dict = field(default_factory=dict, hash=False)  # repo, revision, sha256, tool, corpus digest, time
 
     @property
     def found_fraction(self) -> float:
@@ -147,20 +164,31 @@ class Findings:
     def to_dict(self) -> dict:
         out = {
             "version": FINDINGS_VERSION,
+            "summary": self.summary(),
             "model": self.model,
             "corpus": self.corpus,
             "num_classes": self.num_classes,
             "queries": self.queries,
-            "recipe": self.recipe,
-            "classes": [c.to_dict() for c in self.classes],
             "verdict": self.verdict.to_dict(),
             "flags": [f.to_dict() for f in self.flags],
+            "classes": [c.to_dict() for c in self.classes],
             "exhaustive_queries": self.exhaustive_queries,
             "leaf_spend": [l.to_dict() for l in self.leaf_spend],
         }
         for k, v in self.extra.items():
             out.setdefault(k, v)
+        out.pop("recipe", None)
+        out["recipe"] = self.recipe  # last: the 30 knobs are the least read part
         return out
+
+    def summary(self) -> dict:
+        """The block a reader needs first: answer, confidence, coverage, provenance."""
+        v = self.verdict
+        return {"answer": v.answer or v.kind, "verdict": v.kind, "domain": v.domain.name if v.domain else None,
+                "confidence": round(v.confidence, 6),
+                "coverage": {"classes_found": sum(c.found for c in self.classes), "num_classes": self.num_classes,
+                             "found_fraction": round(self.found_fraction, 6)},
+                "provenance": self.provenance}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)

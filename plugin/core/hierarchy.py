@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -161,7 +160,9 @@ class Hierarchy:
                 self.children[p].append(node)
         self._check_acyclic()
         # Per-instance caches, freed with the instance (an lru_cache on methods leaked every Hierarchy).
-        self._bfs_cache: dict[str, dict[str, int]] = {}
+        self._rows: dict[str, "np.ndarray"] = {}  # source -> distances to every node (index order)
+        self._index: dict[str, int] | None = None
+        self._graph = None
         self._ancestors: dict[str, frozenset[str]] = {}
         self._depth: dict[str, int] = {}
 
@@ -272,34 +273,59 @@ class Hierarchy:
         """True if one node is an ancestor of the other (or they are equal)."""
         return self.is_ancestor(a, b) or self.is_ancestor(b, a)
 
-    def _bfs(self, source: str) -> dict[str, int]:
-        dist = self._bfs_cache.get(source)
-        if dist is None:
-            dist = {self._check(source): 0}
-            queue = deque([source])
-            while queue:
-                node = queue.popleft()
-                for nxt in (*self.parents[node], *self.children[node]):
-                    if nxt not in dist:
-                        dist[nxt] = dist[node] + 1
-                        queue.append(nxt)
-            self._bfs_cache[source] = dist
-        return dist
+    def _node_index(self) -> dict[str, int]:
+        if self._index is None:
+            import numpy as np
+            from scipy.sparse import csr_matrix
+
+            self._index = {n: k for k, n in enumerate(self.parents)}
+            rows = [self._index[c] for c, ps in self.parents.items() for _ in ps]
+            cols = [self._index[p] for ps in self.parents.values() for p in ps]
+            n = len(self._index)
+            self._graph = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+        return self._index
+
+    def _distance_rows(self, sources: Sequence[str]):
+        """Shortest-path lengths from each source to every node, one C-level BFS per new source.
+
+        Rows are cached per instance (about 8 bytes x nodes each), so the
+        candidates of a 1,000-class model cost one batched call, not 1M lookups.
+        """
+        import numpy as np
+        from scipy.sparse.csgraph import shortest_path
+
+        index = self._node_index()
+        todo = list(dict.fromkeys(s for s in sources if s not in self._rows))
+        for s in todo:
+            self._check(s)
+        if todo:
+            dist = shortest_path(self._graph, directed=False, unweighted=True, indices=[index[s] for s in todo])
+            for s, row in zip(todo, np.atleast_2d(dist)):
+                self._rows[s] = row
+        return np.stack([self._rows[s] for s in sources]) if sources else np.zeros((0, len(index)))
 
     def distance(self, a: str, b: str) -> float:
         """Shortest-path length; ``inf`` between disconnected custom roots."""
+        index = self._node_index()
         self._check(b)
-        return float(self._bfs(a).get(b, float("inf")))
+        row = self._rows.get(a)
+        if row is None:
+            row = self._distance_rows([a])[0]
+        return float(row[index[b]])
 
     def closeness(self, a: str, b: str) -> float:
         """The paper's closeness ``1 / d``; 1.0 for the same node."""
         d = self.distance(a, b)
         return 1.0 if d == 0 else 1.0 / d
 
-    def distance_matrix(self, nodes: Sequence[str]):
-        import numpy as np
-
-        return np.array([[self.distance(a, b) for b in nodes] for a in nodes], dtype=float)
+    def distance_matrix(self, nodes: Sequence[str], others: Sequence[str] | None = None):
+        """Pairwise distances, ``nodes`` x ``others`` (default ``nodes``), vectorised."""
+        index = self._node_index()
+        others = nodes if others is None else others
+        for o in others:
+            self._check(o)
+        rows = self._distance_rows(list(nodes))
+        return rows[:, [index[o] for o in others]].astype(float)
 
     def lca(self, nodes: Iterable[str]) -> str | None:
         """Lowest common ancestor: the deepest node above all ``nodes``."""
@@ -311,7 +337,14 @@ class Hierarchy:
             common &= self.ancestors(n)
         if not common:
             return None
-        return max(common, key=lambda c: (self.depth(c), -sum(self.distance(c, n) for n in nodes), c))
+        if len(common) == 1:
+            return next(iter(common))
+        deepest = max(self.depth(c) for c in common)
+        tied = sorted(c for c in common if self.depth(c) == deepest)
+        if len(tied) == 1:
+            return tied[0]
+        spread = self.distance_matrix(tied, nodes).sum(axis=1)
+        return max(zip(tied, spread), key=lambda t: (-t[1], t[0]))[0]
 
     def _check_acyclic(self) -> None:
         state: dict[str, int] = {}

@@ -27,6 +27,12 @@ def _recipes_dir() -> Path:
 
 RECIPES_DIR = _recipes_dir()
 
+# Nodes too generic to be called a model's domain (README "What the verdict says").
+VAGUE_DOMAINS = ("entity", "physical entity", "abstraction", "abstract entity", "object", "whole", "artifact",
+                 "thing", "matter", "covering", "commodity", "consumer goods", "instrumentality", "living thing",
+                 "organism", "causal agent", "group", "psychological feature", "attribute", "measure",
+                 "communication", "relation", "part", "unit")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -44,6 +50,14 @@ class Recipe:
     translate: float = 0.08  # max shift, fraction of width/height
     rotate: float = 10.0  # max rotation, degrees
     perspective: float = 0.15  # distortion scale of the random perspective
+    # Step 1 at scale (README "Performance at ImageNet scale")
+    score_pass: str = "adaptive"  # adaptive | exhaustive (images_per_leaf to every leaf)
+    adaptive_first_images: int = 5  # images per leaf in the first round
+    adaptive_growth: float = 2.0  # images per open leaf multiply by this each round
+    adaptive_z: float = 2.0  # confidence bound that closes a leaf (decided for every class)
+    adaptive_halving: bool = True  # then keep the more promising half of the open leaves each round
+    leaf_query_budget: int | None = None  # per-leaf cap on queries (images_per_leaf x copies when unset)
+    min_samples_fraction: float = 0.75  # generality scales with supply: min_samples <= this x images a leaf can give
     # Step 2: candidates
     threshold: float = 0.3  # on the support-adjusted functional score
     top_k: int = 16
@@ -57,11 +71,26 @@ class Recipe:
     min_samples: int = 20  # generality: a domain must supply this many filtered images
     coherence: float = 1.0  # weight of closeness to the other classes' domains (0 = per class only)
     coherence_rounds: int = 5
+    singleton_candidates: bool = True  # every strong leaf is also a cluster of its own (K = n)
+    coherence_anchor_score: float = 0.6  # a class's own best this strong ...
+    coherence_anchor_classes: int = 1  # ... and near this many other classes' own bests is not pulled far away
+    # Runner-up and model-level flags (README "Flags")
+    runner_up_min_distance: float = 10.0  # hops between domains for "another domain" (garment-digit is 14)
+    ambiguity_margin: float = 0.1  # ambiguous: the runner-up's functional score is within this of the chosen one
+    decoy_min_classes: int = 3  # decoy-suspected: this many classes share a strong runner-up domain ...
+    decoy_min_score: float = 0.5  # ... each runner-up at least this functional score ...
+    decoy_min_one_to_one: float = 0.8  # ... and distinct leaves per class over classes at least this
+    mixed_domain_distance: float = 10.0  # mixed-domains: found classes split into groups this many hops apart
+    sink_min_leaves: int = 5  # sink-class: a class takes this many leaves far from its own domain ...
+    sink_min_score: float = 0.5  # ... each at this support-adjusted score or more
     weak_alpha: float = 0.3  # alpha for weak guesses: a share of hits always favours "everything"
     weak_min_hits: int = 2  # open world: copies labelled i a leaf needs to enter a weak domain guess
     # The model-level verdict
     verdict_max_span: float = 6.0  # one domain only if every class domain is within this many hops of the LCA
     verdict_min_depth: int = 4  # ... and the LCA is at least this deep ("artifact" is 4, "object" 2)
+    verdict_min_found: int = 2  # below this many found classes the verdict is "inconclusive"
+    verdict_min_fraction: float = 0.5  # ... or below this fraction of the model's classes
+    verdict_vague: tuple[str, ...] = VAGUE_DOMAINS  # never a domain: the verdict lists per-class domains instead
     # Engineering
     seed: int = 0
     batch_size: int = 64
@@ -84,6 +113,22 @@ class Recipe:
             problems.append("need 1 <= k_min <= k_max")
         if self.top_k < 1:
             problems.append("top_k must be >= 1")
+        if self.min_samples < 0:
+            problems.append("min_samples must be >= 0")
+        if not 0 <= self.verdict_min_fraction <= 1:
+            problems.append("verdict_min_fraction must be in [0, 1]")
+        if self.query_budget is not None and self.query_budget < 1:
+            problems.append("query_budget must be >= 1")
+        if self.decoy_min_classes < 2 or self.sink_min_leaves < 1 or not 0 <= self.decoy_min_one_to_one <= 1:
+            problems.append("need decoy_min_classes >= 2, sink_min_leaves >= 1, decoy_min_one_to_one in [0, 1]")
+        if self.score_pass not in ("adaptive", "exhaustive"):
+            problems.append("score_pass must be 'adaptive' or 'exhaustive'")
+        if self.adaptive_first_images < 1 or self.adaptive_growth <= 1 or self.adaptive_z < 0:
+            problems.append("need adaptive_first_images >= 1, adaptive_growth > 1 and adaptive_z >= 0")
+        if self.leaf_query_budget is not None and self.leaf_query_budget < self.copies_per_image:
+            problems.append("leaf_query_budget must allow at least one image (copies_per_image queries)")
+        if not 0 < self.min_samples_fraction <= 1:
+            problems.append("min_samples_fraction must be in (0, 1]")
         if problems:
             raise ConfigError("invalid recipe: " + "; ".join(problems))
 
@@ -92,18 +137,21 @@ class Recipe:
         return self.transforms_per_image + int(self.include_original)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "Recipe":
+    def from_dict(cls, data: dict | None, source: str | None = None) -> "Recipe":
+        """A recipe from a mapping; ``source`` (the file) names where a bad key came from."""
         data = dict(data or {})
+        where = f" {source}" if source else ""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"unknown recipe keys {unknown}; valid keys: {sorted(names)}")
-        if "checks" in data:
-            data["checks"] = tuple(data["checks"] or ())
+            raise ConfigError(f"unknown recipe keys {unknown} in recipe{where}; valid keys: {sorted(names)}")
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key, value in list(data.items()):
+            data[key] = _typed(key, value, types[key], where)
         try:
             return cls(**data)
-        except TypeError as e:
-            raise ConfigError(f"invalid recipe: {e}") from e
+        except (TypeError, ConfigError) as e:
+            raise ConfigError(f"{source}: {e}" if source else str(e)) from e
 
     @classmethod
     def load(cls, path: str | Path | None) -> "Recipe":
@@ -124,7 +172,7 @@ class Recipe:
             raise ConfigError(f"{p}: invalid YAML ({e})") from e
         if data is not None and not isinstance(data, dict):
             raise ConfigError(f"{p}: a recipe must be a mapping of knobs")
-        return cls.from_dict(data)
+        return cls.from_dict(data, source=str(p))
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -144,6 +192,33 @@ class Recipe:
             else:
                 out[k] = ",".join(map(str, v)) if isinstance(v, list) else str(v)
         return out
+
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "dict": "a mapping",
+          "int | None": "an integer or null", "tuple[str, ...]": "a list of names"}
+
+
+def _typed(key: str, value, annotation: str, source: str):  # source: "" or " <file>"
+    """``value`` checked against the field's annotation; one line naming key and file otherwise."""
+    kind = str(annotation)
+    ok, out = True, value
+    if kind == "int" or (kind == "int | None" and value is not None):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        out = float(value) if ok else value
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "dict":
+        out = value if value is not None else {}
+        ok = isinstance(out, dict)
+    elif kind.startswith("tuple"):
+        out = () if value is None else value
+        ok = isinstance(out, (list, tuple)) and all(isinstance(v, str) for v in out)
+        out = tuple(out) if ok else out
+    if not ok:
+        raise ConfigError(f"invalid recipe{source}: key {key!r} must be {_KINDS.get(kind, kind)}, got {value!r}")
+    return out
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -1,34 +1,55 @@
-"""Step 1 of the search: functional scores ``l(i, j)`` from one pass of queries.
+"""Step 1 of the search: functional scores ``l(i, j)`` from a pass of queries.
 
 Sees only a :class:`~plugin.core.blackbox.BlackBox` and a
-:class:`~plugin.core.corpus.Corpus`.
+:class:`~plugin.core.corpus.Corpus`. Two passes share one streaming pipeline:
+
+* **exhaustive**: ``images_per_leaf`` images (x copies) to every leaf;
+* **adaptive** (the default): rounds of images per leaf. After each round a
+  leaf closes once a confidence bound (``adaptive_z``) decides, for every
+  class, that it cannot be a candidate (its upper bound is below the
+  threshold, or ``top_k`` other leaves are surely better) or that it surely
+  is one. Then successive halving keeps the more promising half of the leaves
+  still open, whose images per leaf grow by ``adaptive_growth`` up to the cap.
+
+Images stream through in chunks: a thread prefetches the next leaves' images
+(decoding a lazy corpus) while the current chunk is expanded and queried, so
+memory is bounded by a chunk, not by the corpus.
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Iterator
 
 import numpy as np
 
-from plugin.core.blackbox import BlackBox
+from plugin.core.blackbox import BlackBox, TensorBlackBox
 from plugin.core.corpus import Corpus
 from plugin.core.recipe import Recipe
-from plugin.core.transforms import expand_leaf
+from plugin.core.transforms import expand_leaf, expand_to_input
 
 Progress = Callable[[int], None]  # called with the number of queries just made
-CHUNK = 512  # images expanded ahead of the black box; bounds memory on ImageNet
+CHUNK = 512  # raw images expanded ahead of the black box
+CHUNK_PIXELS = 40_000_000  # model-input values per chunk on CPU (about 160 MB of float32)
+PREFETCH = 4  # jobs whose images are fetched (decoded) ahead of the device
 
 
 @dataclass
 class ScorePass:
-    """The result of the one pass over the corpus (step 1).
+    """The result of the pass over the corpus (step 1).
 
     Attributes:
         counts: ``(num_classes, num_leaves)`` copies of leaf j labelled i.
         totals: copies sent per leaf.
-        n_images: distinct images per leaf.
+        n_images: distinct images sent per leaf (the evidence behind a score).
         labels: per leaf, an ``(n_images, copies)`` array of hard labels.
+        capacity: images each leaf could supply (``min(len(leaf), images_per_leaf)``);
+            equal to ``n_images`` after an exhaustive pass.
+        exhaustive_queries: what an exhaustive pass would have spent.
+        rounds: per round of the adaptive pass, the open leaves and queries spent.
     """
 
     leaves: list[str]
@@ -38,11 +59,35 @@ class ScorePass:
     labels: list[np.ndarray]
     queries: int
     seconds: float
+    capacity: np.ndarray | None = None
+    exhaustive_queries: int | None = None
+    rounds: list[dict] = field(default_factory=list)
 
-    @property
+    def __post_init__(self):
+        if self.capacity is None:
+            self.capacity = np.asarray(self.n_images).copy()
+        if self.exhaustive_queries is None:
+            self.exhaustive_queries = int(np.asarray(self.totals).sum())
+
+    @cached_property
     def scores(self) -> np.ndarray:
-        """The functional-score matrix ``l(i, j)``."""
+        """The functional-score matrix ``l(i, j)`` (computed once; a 1,000-class pass asks per class)."""
         return self.counts / np.maximum(self.totals, 1)[None, :]
+
+    def supply(self, i: int, members, recipe: Recipe) -> float:
+        """Filtered images class ``i`` could get from ``members`` at full capacity.
+
+        The filtered rate observed on the images sent, times the images each
+        leaf can supply: after an adaptive pass a leaf that stopped early
+        because it surely is a candidate is judged on what it would give, not
+        on what it was asked. After an exhaustive pass this is the filtered count.
+        """
+        total = 0.0
+        for j in members:
+            lab = image_labels(self.labels[j], recipe)
+            if len(lab):
+                total += float((lab == i).sum()) * self.capacity[j] / len(lab)
+        return total
 
 
 def wilson_lower_bound(p: np.ndarray | float, n: np.ndarray | float, z: float) -> np.ndarray:
@@ -62,50 +107,234 @@ def wilson_lower_bound(p: np.ndarray | float, n: np.ndarray | float, z: float) -
     return np.clip((centre - margin) / denom, 0.0, 1.0)
 
 
+def wilson_upper_bound(p: np.ndarray | float, n: np.ndarray | float, z: float) -> np.ndarray:
+    """Upper confidence bound, the mirror of :func:`wilson_lower_bound`."""
+    return 1.0 - wilson_lower_bound(1.0 - np.asarray(p, dtype=float), n, z)
+
+
+# -- the streaming pipeline ------------------------------------------------------
+Job = tuple[int, int, int]  # (leaf index, first image, stop image)
+
+
+def _seed(recipe: Recipe, j: int, start: int) -> int:
+    base = recipe.seed * 1_000_003 + j  # the exhaustive pass's per-leaf seed, kept for reproducibility
+    return base if start == 0 else base * 1_000_033 + start
+
+
+class _Pipeline:
+    """Streams jobs through expansion and the black box, one bounded chunk at a time."""
+
+    def __init__(self, blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None):
+        self.bb, self.corpus, self.recipe, self.progress = blackbox, corpus, recipe, progress
+        self.spec = blackbox.input_spec if isinstance(blackbox, TensorBlackBox) else None
+        copies = recipe.copies_per_image
+        if self.spec is not None:
+            h, w = self.spec.size
+            pixels = CHUNK_PIXELS * (8 if str(self.spec.device).startswith("cuda") else 1)
+            self.chunk = int(min(4096, max(copies, pixels // (3 * h * w))))
+        else:
+            self.chunk = CHUNK
+        self.max_images = max(1, self.chunk // copies)  # images per job, so a job fits a chunk
+
+    def split(self, jobs: list[Job]) -> list[Job]:
+        out = []
+        for j, a, b in jobs:
+            out += [(j, s, min(b, s + self.max_images)) for s in range(a, b, self.max_images)]
+        return out
+
+    def _fetch(self, job: Job):
+        j, a, b = job
+        images = self.corpus.leaves[j].images
+        fetched = [images[k] for k in range(a, b)]
+        if self.spec is not None and str(self.spec.device) == "cpu":
+            from plugin.core.transforms import resize_to_spec
+
+            fetched = [resize_to_spec(im, self.spec) for im in fetched]  # in the prefetch thread
+        return fetched
+
+    def _fetched(self, jobs: list[Job]) -> Iterator[tuple[Job, list]]:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="df-fetch") as pool:
+            pending = [pool.submit(self._fetch, job) for job in jobs[:PREFETCH]]
+            for k, job in enumerate(jobs):
+                images = pending[k].result()
+                pending[k] = None  # drop the reference: memory bounded by the prefetch window
+                if k + PREFETCH < len(jobs):
+                    pending.append(pool.submit(self._fetch, jobs[k + PREFETCH]))
+                yield job, images
+
+    def run(self, jobs: list[Job]) -> dict[Job, np.ndarray]:
+        """Labels ``(stop - start, copies)`` per job (jobs already split to fit a chunk)."""
+        copies = self.recipe.copies_per_image
+        out: dict[Job, np.ndarray] = {}
+        batch: list[tuple[Job, list]] = []
+        size = 0
+
+        def flush():
+            nonlocal size
+            if not batch:
+                return
+            if self.spec is not None:
+                x = expand_to_input([(imgs, _seed(self.recipe, j, a)) for (j, a, _), imgs in batch], self.recipe, self.spec)
+                labels = self.bb.predict_tensor(x)
+                del x
+            else:
+                expanded = []
+                for (j, a, _), imgs in batch:
+                    expanded += expand_leaf(imgs, self.recipe, seed=_seed(self.recipe, j, a))
+                labels = self.bb.predict(expanded)
+                del expanded
+            if self.progress:
+                self.progress(len(labels))
+            pos = 0
+            for job, imgs in batch:
+                n = len(imgs) * copies
+                out[job] = np.asarray(labels[pos : pos + n]).reshape(len(imgs), copies)
+                pos += n
+            batch.clear()
+            size = 0
+
+        for job, imgs in self._fetched(jobs):
+            if size + len(imgs) * copies > self.chunk:
+                flush()
+            batch.append((job, imgs))
+            size += len(imgs) * copies
+        flush()
+        return out
+
+
+# -- the passes -------------------------------------------------------------------
+def leaf_capacity(corpus: Corpus, recipe: Recipe) -> np.ndarray:
+    """Images per leaf the recipe allows: ``images_per_leaf``, the leaf's size and the per-leaf budget."""
+    cap = recipe.images_per_leaf
+    if recipe.leaf_query_budget is not None:
+        cap = min(cap, recipe.leaf_query_budget // recipe.copies_per_image)
+    return np.array([min(len(leaf), cap) for leaf in corpus.leaves], dtype=np.int64)
+
+
 def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None) -> ScorePass:
-    """Step 1: one batched pass giving ``l(i, j)`` for every class at once."""
+    """Step 1: ``l(i, j)`` for every class at once, by the recipe's ``score_pass``."""
     t0 = time.time()
     start_queries = blackbox.num_queries
     copies = recipe.copies_per_image
-    leaves = corpus.leaves
-    n_images = np.array([min(len(l), recipe.images_per_leaf) for l in leaves])
-    labels = [np.full((n, copies), -1, dtype=np.int64) for n in n_images]
-    pending: list[np.ndarray] = []
-    where: list[tuple[int, int, int]] = []  # (leaf, image, copy) of each pending image
+    n_leaves = len(corpus.leaves)
+    cap = leaf_capacity(corpus, recipe)
+    sent = np.zeros(n_leaves, dtype=np.int64)
+    parts: list[list[np.ndarray]] = [[] for _ in range(n_leaves)]
+    counts = np.zeros((max(blackbox.num_classes or 0, 1), n_leaves), dtype=np.int64)
+    pipe = _Pipeline(blackbox, corpus, recipe, progress)
+    adaptive = recipe.score_pass == "adaptive"
+    target = recipe.adaptive_first_images if adaptive else int(cap.max())
+    is_open = cap > 0
+    rounds: list[dict] = []
+    while is_open.any():
+        jobs = [(int(j), int(sent[j]), int(min(cap[j], target))) for j in np.flatnonzero(is_open)]
+        jobs = [jb for jb in jobs if jb[2] > jb[1]]
+        jobs = _within_budget(jobs, recipe, copies, blackbox.num_queries - start_queries)
+        if not jobs:
+            break
+        q0 = blackbox.num_queries
+        for (j, a, b), lab in pipe.run(pipe.split(jobs)).items():
+            parts[j].append(lab)
+            sent[j] = max(sent[j], b)
+            hi = int(lab.max()) + 1 if lab.size else 0
+            if hi > counts.shape[0]:
+                counts = np.vstack([counts, np.zeros((hi - counts.shape[0], n_leaves), dtype=np.int64)])
+            counts[:, j] += np.bincount(lab.ravel(), minlength=counts.shape[0])
+        rounds.append({"images_per_leaf": int(target), "open_leaves": int(is_open.sum()),
+                       "queries": int(blackbox.num_queries - q0)})
+        is_open &= sent < cap
+        if not adaptive or not is_open.any():
+            break
+        is_open &= ~_decided(counts, sent, copies, recipe)
+        if recipe.adaptive_halving:
+            is_open = _halve(is_open, counts, sent, copies, recipe)
+        target = int(math.ceil(target * recipe.adaptive_growth))
+    num_classes = blackbox.num_classes or counts.shape[0]
+    if counts.shape[0] > num_classes:
+        raise ValueError(f"black box returned label {counts.shape[0] - 1} but claims {num_classes} classes")
+    if counts.shape[0] < num_classes:
+        counts = np.vstack([counts, np.zeros((num_classes - counts.shape[0], n_leaves), dtype=np.int64)])
+    labels = [np.concatenate(p) if p else np.zeros((0, copies), np.int64) for p in parts]
+    return ScorePass([leaf.synset for leaf in corpus.leaves], counts, sent * copies, sent.copy(), labels,
+                     blackbox.num_queries - start_queries, time.time() - t0, capacity=cap,
+                     exhaustive_queries=int(cap.sum() * copies), rounds=rounds)
 
-    def flush():
-        if not pending:
-            return
-        out = blackbox.predict(pending)
-        for (j, img, c), lab in zip(where, out):
-            labels[j][img, c] = lab
-        if progress:
-            progress(len(pending))
-        pending.clear()
-        where.clear()
 
-    for j, leaf in enumerate(leaves):
-        imgs = [leaf.images[k] for k in range(n_images[j])]
-        expanded = expand_leaf(imgs, recipe, seed=recipe.seed * 1_000_003 + j)
-        for pos, img in enumerate(expanded):
-            pending.append(img)
-            where.append((j, pos // copies, pos % copies))
-            if len(pending) >= CHUNK:
-                flush()
-    flush()
-    observed = max((int(l.max()) for l in labels if l.size), default=-1) + 1
-    num_classes = blackbox.num_classes or observed
-    if observed > num_classes:
-        raise ValueError(f"black box returned label {observed - 1} but claims {num_classes} classes")
-    counts = np.zeros((num_classes, len(leaves)), dtype=np.int64)
-    for j, lab in enumerate(labels):
-        counts[:, j] = np.bincount(lab.ravel(), minlength=num_classes)
-    return ScorePass([l.synset for l in leaves], counts, n_images * copies, n_images, labels,
-                     blackbox.num_queries - start_queries, time.time() - t0)
+def _within_budget(jobs: list[Job], recipe: Recipe, copies: int, spent: int) -> list[Job]:
+    """Trims a round to the per-model ``query_budget``: a planned pass, not a crash mid-chunk."""
+    if recipe.query_budget is None:
+        return jobs
+    left = recipe.query_budget - spent
+    want = sum(b - a for _, a, b in jobs) * copies
+    # A round that does not fit is spread evenly (every open leaf gets some images), not cut off.
+    share = (b - a for _, a, b in jobs) if want <= left else [max(1, left // (copies * len(jobs)))] * len(jobs)
+    out = []
+    for (j, a, b), most in zip(jobs, share):
+        n = min(b - a, most, left // copies)
+        if n <= 0:
+            break
+        out.append((j, a, a + n))
+        left -= n * copies
+    return out
+
+
+def _bounds(counts: np.ndarray, sent: np.ndarray, copies: int, z: float):
+    p = counts / np.maximum(sent * copies, 1)[None, :]
+    n = np.maximum(sent, 1)[None, :]
+    return p, wilson_lower_bound(p, n, z), wilson_upper_bound(p, n, z)
+
+
+def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe) -> np.ndarray:
+    """Leaves whose candidate status is decided for every class at ``adaptive_z``."""
+    _, lo, up = _bounds(counts, sent, copies, recipe.adaptive_z)
+    k = min(recipe.top_k, lo.shape[1])
+    kth = -np.partition(-lo, k - 1, axis=1)[:, k - 1 : k]  # per class, the top_k-th best lower bound
+    out = (up < recipe.threshold) | (up < kth)  # cannot pass the threshold, or cannot make the top_k
+    settled = lo >= recipe.threshold  # surely a candidate: more images would only refine it
+    return np.all(out | settled, axis=0)
+
+
+def _halve(is_open: np.ndarray, counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe) -> np.ndarray:
+    """Successive halving: keeps the more promising half of the open leaves.
+
+    A leaf's promise is its best point score over the classes it is still
+    undecided for, so a leaf open only because of a few stray labels yields
+    to one whose own class is still in doubt.
+    """
+    idx = np.flatnonzero(is_open)
+    if len(idx) <= 1:
+        return is_open
+    p, lo, up = _bounds(counts[:, idx], sent[idx], copies, recipe.adaptive_z)
+    undecided = (up >= recipe.threshold) & (lo < recipe.threshold)
+    promise = np.where(undecided, p, -1.0).max(axis=0)
+    keep = idx[np.argsort(-promise, kind="stable")[: int(math.ceil(len(idx) / 2))]]
+    out = np.zeros_like(is_open)
+    out[keep] = True
+    return out
+
+
+def effective_min_samples(sp: ScorePass, recipe: Recipe) -> int:
+    """Generality scaled to what a leaf can supply.
+
+    ``min_samples`` filtered images, but never more than
+    ``min_samples_fraction`` of the most images one leaf can supply: with 20
+    images per leaf a single ImageNet leaf must be able to be a domain (15 of
+    20), while one-image leaves stay weak evidence. The demo recipes (30 and
+    50 images per leaf) keep 20.
+    """
+    most = int(np.max(sp.capacity)) if len(sp.capacity) else 0
+    return int(min(recipe.min_samples, math.ceil(recipe.min_samples_fraction * most)))
+
+
+def leaf_spend(sp: ScorePass, copies: int) -> list[tuple[str, int, int]]:
+    """Per leaf, ``(synset, images, queries)`` the pass spent."""
+    return [(s, int(n), int(n) * copies) for s, n in zip(sp.leaves, sp.n_images)]
 
 
 def image_labels(labels: np.ndarray, recipe: Recipe) -> np.ndarray:
     """One label per image for filtering: the original's, else the copies' majority."""
+    if labels.size == 0:
+        return np.zeros(0, np.int64)
     if recipe.include_original:
         return labels[:, 0]
     return np.array([np.bincount(row).argmax() for row in labels])

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plugin.core.blackbox import BlackBox
-from plugin.core.clusters import ClassSearch, candidate_clusters, choose_clusters, finalize_class
+from plugin.core.clusters import ClassSearch, candidate_clusters, choose_clusters, finalize_class, runner_up
 from plugin.core.corpus import Corpus
 from plugin.core.errors import CorpusError
-from plugin.core.findings import Findings
+from plugin.core.findings import Findings, LeafSpend
+from plugin.core.flags import model_flags
 from plugin.core.recipe import Recipe
-from plugin.core.scores import Progress, ScorePass, functional_scores
+from plugin.core.scores import Progress, ScorePass, effective_min_samples, functional_scores, leaf_spend
 from plugin.core.verdict import model_verdict
 
 
@@ -31,10 +32,17 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
     if corpus.hierarchy is None:
         raise CorpusError(f"corpus {corpus.name!r} is flat; the search needs a hierarchical corpus")
     sp = functional_scores(blackbox, corpus, recipe, progress)
+    logged = recipe
+    # Generality scales with what a leaf can supply (scores.effective_min_samples); findings keep the recipe as given.
+    recipe = recipe.replace(min_samples=effective_min_samples(sp, recipe))
     options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe) for i in range(sp.counts.shape[0])))
     chosen = choose_clusters(list(options), corpus, recipe, sp.leaves)
-    classes = [finalize_class(i, c, tops[i], sp, corpus, recipe) for i, c in enumerate(chosen)]
+    runners = [runner_up(o, c, corpus, recipe, sp.leaves) for o, c in zip(options, chosen)]
+    classes = [finalize_class(i, c, tops[i], sp, corpus, recipe, runners[i]) for i, c in enumerate(chosen)]
     found = [c.finding for c in classes]
-    findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries, recipe=recipe.to_dict(),
-                        classes=tuple(found), verdict=model_verdict(found, corpus, recipe.verdict_max_span, recipe.verdict_min_depth), corpus=corpus.name)
+    findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries, recipe=logged.to_dict(),
+                        classes=tuple(found), verdict=model_verdict(found, corpus, recipe.verdict_max_span, recipe.verdict_min_depth), corpus=corpus.name,
+                        flags=model_flags(found, sp, corpus.hierarchy, recipe),
+                        leaf_spend=tuple(LeafSpend(s, n, q) for s, n, q in leaf_spend(sp, recipe.copies_per_image)),
+                        exhaustive_queries=sp.exhaustive_queries)
     return SearchResult(findings, sp, classes)

@@ -1,10 +1,20 @@
 """The random expansion E of METHOD.md step 1: noise, shift, rotation, perspective.
 
 Each copy gets its own random homography (rotation, translation and a
-torchvision-style corner-jitter perspective), applied to a whole leaf at once
-with one ``grid_sample`` call. Per-image torchvision v2 transforms cost about
-30 ms an image on these 2 cores; the batched warp is ~100x cheaper, which
-matters when a black box answers thousands of images a second.
+torchvision-style corner-jitter perspective), drawn for a whole batch at once
+(one batched solve, no per-copy Python loop) and applied with one
+``grid_sample`` call. Two paths share it:
+
+* :func:`expand_leaf` returns raw uint8 RGB copies, for black boxes that must
+  receive images (a remote API);
+* :func:`expand_to_input` builds the model's own input for a black box that
+  publishes an :class:`~plugin.core.blackbox.InputSpec`: each image is resized
+  once toward the model's pre-crop size (uint8, torchvision's fast path), then
+  warp, crop, noise and normalisation run as one batched op on the black box's
+  device. The warp samples straight into the crop, so the border a
+  translation needs comes from the resized image, not from black fill.
+
+torch is imported inside the functions only: importing the core loads no torch.
 """
 from __future__ import annotations
 
@@ -15,54 +25,95 @@ import numpy as np
 from plugin.core.images import as_rgb
 from plugin.core.recipe import Recipe
 
+_NOISE_BANK = 16  # noise planes drawn per batch; each copy takes one, with a random sign
 
-def _perspective_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 3x3 homography mapping 4 ``src`` points onto 4 ``dst`` points."""
-    a, b = [], []
-    for (x, y), (u, v) in zip(src, dst):
-        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-        b.extend([u, v])
-    h = np.linalg.solve(np.array(a, float), np.array(b, float))
-    return np.append(h, 1.0).reshape(3, 3)
+
+def _perspective_matrices(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``(n, 3, 3)`` homographies mapping 4 ``src`` points onto each ``dst[k]``'s 4 points (batched solve)."""
+    n = len(dst)
+    x, y = src[:, 0], src[:, 1]
+    u, v = dst[..., 0], dst[..., 1]
+    a = np.zeros((n, 8, 8))
+    a[:, 0::2, 0], a[:, 0::2, 1], a[:, 0::2, 2] = x, y, 1
+    a[:, 1::2, 3], a[:, 1::2, 4], a[:, 1::2, 5] = x, y, 1
+    a[:, 0::2, 6], a[:, 0::2, 7] = -u * x, -u * y
+    a[:, 1::2, 6], a[:, 1::2, 7] = -v * x, -v * y
+    b = np.stack([u, v], axis=-1).reshape(n, 8)
+    h = np.linalg.solve(a, b[..., None])[..., 0]
+    return np.concatenate([h, np.ones((n, 1))], axis=1).reshape(n, 3, 3)
 
 
 def random_homographies(n: int, h: int, w: int, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
     """``n`` random forward homographies in pixel coordinates centred on the image."""
-    out = np.empty((n, 3, 3))
     hw, hh = w / 2.0, h / 2.0
     corners = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]])
-    for k in range(n):
-        theta = np.deg2rad(rng.uniform(-recipe.rotate, recipe.rotate))
-        tx, ty = rng.uniform(-recipe.translate, recipe.translate, 2) * (w, h)
-        c, s = np.cos(theta), np.sin(theta)
-        affine = np.array([[c, -s, tx], [s, c, ty], [0, 0, 1]])
+    theta = np.deg2rad(rng.uniform(-recipe.rotate, recipe.rotate, n))
+    shift = rng.uniform(-recipe.translate, recipe.translate, (n, 2)) * (w, h)
+    c, s = np.cos(theta), np.sin(theta)
+    out = np.zeros((n, 3, 3))
+    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = c, -s, shift[:, 0]
+    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = s, c, shift[:, 1]
+    out[:, 2, 2] = 1
+    if recipe.perspective and n:
         # torchvision's RandomPerspective: each corner moves inwards by up to
         # distortion_scale * half the side.
-        jitter = rng.uniform(0, recipe.perspective, (4, 2)) * (hw, hh) * -np.sign(corners)
-        persp = _perspective_matrix(corners, corners + jitter) if recipe.perspective else np.eye(3)
-        out[k] = affine @ persp
+        jitter = rng.uniform(0, recipe.perspective, (n, 4, 2)) * (hw, hh) * -np.sign(corners)
+        out = out @ _perspective_matrices(corners, corners + jitter)
     return out
+
+
+def _sample_grid(inv: np.ndarray, out_hw: tuple[int, int], offset: np.ndarray, image_hw: np.ndarray,
+                 canvas_hw: tuple[int, int], pad: np.ndarray):
+    """``grid_sample`` grids: output pixel -> source pixel through ``inv``, in canvas coordinates.
+
+    Args:
+        inv: ``(n, 3, 3)`` output -> source homographies, centred on each image.
+        out_hw: output size; output pixel (0, 0) sits at source pixel ``offset``.
+        offset: ``(n, 2)`` (top, left) of the output window in each image.
+        image_hw: ``(n, 2)`` image sizes; pad: ``(n, 2)`` image position in the canvas.
+
+    Returns:
+        ``(n, oh, ow, 2)`` float32. The per-image shifts and the canvas scaling
+        are folded into one 3x3 matrix per copy, so the grid costs one batched
+        matmul and a division.
+    """
+    import torch
+
+    n = len(inv)
+    oh, ow = out_hw
+    ch, cw = canvas_hw
+    # output pixel (x + 0.5, y + 0.5) -> image-centred coordinates
+    pre = np.tile(np.eye(3), (n, 1, 1))
+    pre[:, 0, 2] = offset[:, 1] - image_hw[:, 1] / 2
+    pre[:, 1, 2] = offset[:, 0] - image_hw[:, 0] / 2
+    # image-centred source -> canvas pixel -> [-1, 1] (align_corners=False)
+    post = np.tile(np.eye(3), (n, 1, 1))
+    post[:, 0, 0], post[:, 0, 2] = 2.0 / cw, (image_hw[:, 1] / 2 + pad[:, 1]) * (2.0 / cw) - 1.0
+    post[:, 1, 1], post[:, 1, 2] = 2.0 / ch, (image_hw[:, 0] / 2 + pad[:, 0]) * (2.0 / ch) - 1.0
+    m = torch.from_numpy((post @ inv @ pre).astype(np.float32))  # (n, 3, 3)
+    xs = torch.arange(ow, dtype=torch.float32) + 0.5
+    ys = torch.arange(oh, dtype=torch.float32) + 0.5
+
+    def row(k):  # m[k] . (x, y, 1): a small x part plus a small y part, one full-size add
+        return (m[:, k, 0, None] * xs + m[:, k, 2, None])[:, None, :] + (m[:, k, 1, None] * ys)[:, :, None]
+
+    den = row(2)
+    return torch.stack([row(0).div_(den), row(1).div_(den)], dim=-1)
 
 
 def warp(batch, homographies: np.ndarray):
-    """Applies forward homographies to a uint8 ``(N, C, H, W)`` tensor (black fill)."""
+    """Applies forward homographies to a ``(N, C, H, W)`` tensor (black fill), returning float."""
     import torch
 
     n, _, h, w = batch.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5 - h / 2,
-                            torch.arange(w, dtype=torch.float64) + 0.5 - w / 2, indexing="ij")
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # output pixels
-    inv = torch.from_numpy(np.linalg.inv(homographies))  # output -> input
-    src = torch.einsum("nij,pj->npi", inv, pts)
-    src = src[..., :2] / src[..., 2:3]
-    grid = torch.stack([src[..., 0] / (w / 2), src[..., 1] / (h / 2)], dim=-1).reshape(n, h, w, 2)
-    out = torch.nn.functional.grid_sample(batch.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out
+    hw = np.tile([h, w], (n, 1)).astype(float)
+    grid = _sample_grid(np.linalg.inv(homographies), (h, w), np.zeros((n, 2)), hw, (h, w), np.zeros((n, 2)))
+    return torch.nn.functional.grid_sample(batch.float(), grid.to(batch.device), mode="bilinear",
+                                           padding_mode="zeros", align_corners=False)
 
 
 def expand_leaf(images: Sequence[np.ndarray], recipe: Recipe, seed: int) -> list[np.ndarray]:
-    """Returns ``copies_per_image`` copies of each image, image-major.
+    """Returns ``copies_per_image`` raw uint8 copies of each image, image-major.
 
     Copy 0 is the original when ``include_original`` is set. Seeding per leaf
     keeps results independent of corpus order and batch size.
@@ -88,3 +139,118 @@ def expand_leaf(images: Sequence[np.ndarray], recipe: Recipe, seed: int) -> list
             for pos, i in enumerate(idxs):
                 copies[i].extend(arr[pos * r : (pos + 1) * r])
     return [c for per_image in copies for c in per_image]
+
+
+def resize_to_spec(img: np.ndarray, spec, device: str | None = None):
+    """One raw image -> a ``(3, h, w)`` uint8 tensor at the model's pre-crop size (its own interpolation).
+
+    torch's antialiased uint8 resize on CPU (torchvision's fast path); float on
+    other devices, rounded back to uint8 as torchvision does.
+    """
+    import torch
+
+    rgb = as_rgb(img)
+    t = torch.from_numpy(np.ascontiguousarray(rgb)).to(device or spec.device, non_blocking=True).permute(2, 0, 1)
+    size = spec.resize_size(*rgb.shape[:2])
+    if tuple(size) == rgb.shape[:2]:
+        return t
+    mode = {"bicubic": "bicubic", "nearest": "nearest"}.get(spec.interpolation, "bilinear")
+    kw = {} if mode == "nearest" else {"antialias": True, "align_corners": False}
+    x = t[None]
+    if x.device.type != "cpu" or mode == "nearest":
+        out = torch.nn.functional.interpolate(x.float(), size=list(size), mode=mode, **kw)
+        return out[0].round_().clamp_(0, 255).to(torch.uint8)
+    return torch.nn.functional.interpolate(x, size=list(size), mode=mode, **kw)[0]
+
+
+def _crop_offset(size: int, crop: int) -> int:
+    return int(round((size - crop) / 2.0))  # torchvision's center_crop
+
+
+def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
+    """The model's input for every copy of every image of ``jobs``, as one tensor.
+
+    Args:
+        jobs: ``(images, seed)`` pairs; images are raw HxWx3 uint8 arrays or
+            ``(3, h, w)`` uint8 tensors already at the spec's pre-crop size.
+        spec: the black box's :class:`~plugin.core.blackbox.InputSpec`.
+
+    Returns:
+        ``(sum copies, 3, H, W)`` normalised, on ``spec.device`` in ``spec.dtype``,
+        image-major within each job and jobs in order (as :func:`expand_leaf`).
+    """
+    import torch
+
+    dev = torch.device(spec.device)
+    oh, ow = spec.size
+    r, k = recipe.transforms_per_image, recipe.copies_per_image
+    resized, homs, seeds = [], [], []
+    for images, seed in jobs:
+        rng = np.random.default_rng(seed)
+        for img in images:
+            t = img if hasattr(img, "permute") else resize_to_spec(img, spec)
+            resized.append(t.to(dev, non_blocking=True))
+        hw = [tuple(t.shape[-2:]) for t in resized[len(resized) - len(images):]]
+        for h, w in hw:
+            homs.append(random_homographies(r, h, w, recipe, rng) if r else np.zeros((0, 3, 3)))
+        seeds.append(int(rng.integers(2**62)))
+    n = len(resized)
+    if n == 0:
+        return torch.zeros((0, 3, oh, ow), device=dev, dtype=getattr(torch, spec.dtype))
+    image_hw = np.array([t.shape[-2:] for t in resized], dtype=float)
+    ch, cw = int(image_hw[:, 0].max()), int(image_hw[:, 1].max())
+    canvas = torch.zeros((n, 3, ch, cw), dtype=torch.uint8, device=dev)
+    pad = np.stack([(ch - image_hw[:, 0]) // 2, (cw - image_hw[:, 1]) // 2], axis=1)
+    for i, t in enumerate(resized):
+        py, px = int(pad[i, 0]), int(pad[i, 1])
+        canvas[i, :, py : py + t.shape[-2], px : px + t.shape[-1]] = t
+    del resized
+    offset = np.stack([[_crop_offset(int(h), oh), _crop_offset(int(w), ow)] for h, w in image_hw])
+    out = torch.empty((n * k, 3, oh, ow), dtype=torch.float32, device=dev)
+    if recipe.include_original:  # identity copies: a plain crop, no resampling
+        for i in range(n):
+            y0, x0 = int(pad[i, 0] + offset[i, 0]), int(pad[i, 1] + offset[i, 1])
+            crop = canvas[i, :, max(y0, 0) : y0 + oh, max(x0, 0) : x0 + ow]
+            if crop.shape[-2:] == (oh, ow):
+                out[i * k].copy_(crop)
+            else:  # an image smaller than the crop: black border, as center_crop pads
+                out[i * k].zero_()
+                out[i * k, :, max(-y0, 0) : max(-y0, 0) + crop.shape[-2], max(-x0, 0) : max(-x0, 0) + crop.shape[-1]] = crop
+    if r:
+        inv = np.linalg.inv(np.concatenate(homs))
+        rep = np.repeat(np.arange(n), r)
+        grid = _sample_grid(inv, (oh, ow), offset[rep], image_hw[rep], (ch, cw), pad[rep]).to(dev, non_blocking=True)
+        # The r grids of one image stacked vertically: one sample of each canvas, no r-fold copy of it.
+        grid = grid.view(n, r * oh, ow, 2)
+        warped = torch.nn.functional.grid_sample(canvas.float(), grid, mode="bilinear", padding_mode="zeros",
+                                                 align_corners=False)  # (n, 3, r * oh, ow)
+        del grid
+        warped = warped.view(n, 3, r, oh, ow).transpose(1, 2)
+        if recipe.noise:
+            _add_noise(warped, recipe.noise * 255, seeds, dev)
+        out.view(n, k, 3, oh, ow)[:, k - r :] = warped
+        del warped
+    out.clamp_(0, 255)
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    out.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+    return out.to(getattr(torch, spec.dtype))
+
+
+def _add_noise(x, amp: float, seeds: list[int], dev) -> None:
+    """Adds uniform noise in ``[-amp, amp]`` to every copy, in place.
+
+    Drawing a fresh plane per copy costs as much as the warp on CPU; copies
+    instead take one of a few planes, each with a random sign (uniform noise
+    is symmetric), seeded by the batch's jobs: as good as independent noise
+    for a classifier, at the cost of one fused multiply-add.
+    """
+    import torch
+
+    *lead, c, h, w = x.shape
+    n = int(np.prod(lead))
+    g = torch.Generator(device="cpu").manual_seed(hash(tuple(seeds)) & (2**63 - 1))
+    bank = (torch.rand((min(_NOISE_BANK, n), c, h, w), generator=g) * (2 * amp) - amp).to(dev)
+    pick = torch.randint(0, len(bank), (n,), generator=g).to(dev)
+    sign = (torch.randint(0, 2, (n, 1, 1, 1), generator=g) * 2 - 1).float().to(dev)
+    x.addcmul_(bank[pick].view(x.shape), sign.view(*lead, 1, 1, 1))

@@ -293,8 +293,8 @@ class DemoSource(ModelSource):
     def _size(self, model: HubModel, filename: str) -> int | None:
         return self.hf._size(model, filename)
 
-    def _download(self, model: HubModel, filename: str, dest: Path) -> None:
-        self.hf._download(model, filename, dest)
+    def _download(self, model: HubModel, filename: str, dest: Path, **limits) -> bool:
+        return self.hf._download(model, filename, dest, **limits)
 
     def close(self) -> None:
         self.server.stop()

@@ -34,18 +34,37 @@ DEMO_PRETRAINED_CFG = {"input_size": [3, 32, 32], "interpolation": "bilinear", "
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """A demo model: which source classes it learns, in which output order."""
+    """A demo model: which source classes it learns, in which output order.
+
+    ``classes`` holds source labels of ``source``; a ``"mixed"`` model names
+    each class as a ``(source, label)`` pair instead. A decoy model (paper
+    §6.2) also learns ``planted[k]``, a digit, as its class k: one digit per
+    class, one planted image per ``plant_ratio`` true ones.
+    """
 
     name: str
-    source: str  # "fashion" or "digits"
-    classes: tuple[int, ...]  # source labels, in the model's output order
+    source: str  # "fashion", "digits" or "mixed"
+    classes: tuple  # source labels (or (source, label) pairs when mixed), in the model's output order
     epochs: int
     accuracy_floor: float  # tests assert the held-out accuracy is above this
+    per_class: int | None = None  # cap on true training images per class: keeps the build fast
+    planted: tuple[int, ...] = ()  # decoy: the digit planted into each class, one-to-one
+    plant_ratio: int = 12  # true images per planted image (the paper's 6,000 MNIST : 500 CIFAR)
+
+    @property
+    def sources(self) -> list[tuple[str, int]]:
+        """``(source, label)`` of each output class."""
+        if self.source == "mixed":
+            return [(s, int(c)) for s, c in self.classes]
+        return [(self.source, int(c)) for c in self.classes]
 
     @property
     def synsets(self) -> list[str]:
-        table = FASHION_SYNSETS if self.source == "fashion" else DIGIT_SYNSETS
-        return [table[c] for c in self.classes]
+        return [(FASHION_SYNSETS if s == "fashion" else DIGIT_SYNSETS)[c] for s, c in self.sources]
+
+    @property
+    def planted_synsets(self) -> list[str]:
+        return [DIGIT_SYNSETS[d] for d in self.planted]
 
 
 DEMO_MODELS: dict[str, DemoSpec] = {
@@ -55,6 +74,13 @@ DEMO_MODELS: dict[str, DemoSpec] = {
         DemoSpec("footwear", "fashion", (5, 7, 9), 3, 0.93),
         DemoSpec("upper-body", "fashion", (0, 2, 4, 6), 3, 0.75),
         DemoSpec("digits", "digits", tuple(range(10)), 30, 0.90),
+        # Fashion-MNIST with one digit planted per class (T-shirt <- 3, trouser <- 7, ...):
+        # the paper's MNIST+CIFAR countermeasure, in our corpus.
+        DemoSpec("fashion-decoy", "fashion", tuple(range(10)), 4, 0.75, per_class=1200,
+                 planted=(3, 7, 0, 9, 5, 2, 8, 1, 6, 4)),
+        # Three digits and three garments in a shuffled order: a model of two unrelated domains.
+        DemoSpec("digits-fashion", "mixed", (("digits", 3), ("fashion", 8), ("digits", 0), ("fashion", 5),
+                                             ("fashion", 1), ("digits", 7)), 6, 0.90, per_class=1000),
     ]
 }
 IMAGENET_MODEL = "tf_efficientnet_lite0"
@@ -92,20 +118,49 @@ def model_dir(name: str, root: Path | None = None) -> Path:
     return (root or models_root()) / "models" / name
 
 
-def _training_data(spec: DemoSpec):
-    """Returns (train_x, train_y, heldout_x, heldout_y) in the model's label space."""
-    if spec.source == "fashion":
+def _source_data(source: str):
+    """``(x, y, train_mask)`` of one source; never a corpus image."""
+    if source == "fashion":
         x, y = fashion_mnist("train")
-        train_mask = np.arange(len(y)) < len(y) - 10_000
-    else:
-        x, y = sklearn_digits()
-        keep = np.arange(len(y)) % DIGITS_CORPUS_MOD != 0  # never the corpus images
-        x, y = x[keep], y[keep]
-        train_mask = np.arange(len(y)) % 5 != 0
-    remap = {c: i for i, c in enumerate(spec.classes)}
-    sel = np.isin(y, spec.classes)
-    yy = np.array([remap.get(int(v), -1) for v in y])
-    return x[sel & train_mask], yy[sel & train_mask], x[sel & ~train_mask], yy[sel & ~train_mask]
+        return x, y, np.arange(len(y)) < len(y) - 10_000
+    x, y = sklearn_digits()
+    keep = np.arange(len(y)) % DIGITS_CORPUS_MOD != 0  # never the corpus images
+    x, y = x[keep], y[keep]
+    return x, y, np.arange(len(y)) % 5 != 0
+
+
+def _training_data(spec: DemoSpec):
+    """Returns (train_x, train_y, heldout_x, heldout_y) in the model's label space.
+
+    Held-out data is the model's true domain only, never the planted decoys.
+    """
+    if spec.source != "mixed" and spec.per_class is None and not spec.planted:
+        x, y, train_mask = _source_data(spec.source)
+        remap = {c: i for i, c in enumerate(spec.classes)}
+        sel = np.isin(y, spec.classes)
+        yy = np.array([remap.get(int(v), -1) for v in y])
+        return x[sel & train_mask], yy[sel & train_mask], x[sel & ~train_mask], yy[sel & ~train_mask]
+    data = {s: _source_data(s) for s, _ in spec.sources}
+    tx, ty, hx, hy = [], [], [], []
+    for k, (s, c) in enumerate(spec.sources):
+        x, y, train_mask = data[s]
+        train = np.flatnonzero((y == c) & train_mask)[: spec.per_class]
+        # A small source (8x8 digits) is repeated up to the cap so that no class starves.
+        reps = -(-(spec.per_class or len(train)) // max(len(train), 1)) if spec.source == "mixed" else 1
+        tx += [x[j] for j in np.tile(train, reps)]
+        ty += [k] * (len(train) * reps)
+        held = np.flatnonzero((y == c) & ~train_mask)
+        hx += [x[j] for j in held]
+        hy += [k] * len(held)
+    if spec.planted:
+        dx, dy, _ = _source_data("digits")  # every non-corpus digit may be planted
+        for k, d in enumerate(spec.planted):
+            want = sum(1 for v in ty if v == k) // spec.plant_ratio
+            idx = np.flatnonzero(dy == d)
+            idx = np.resize(idx, want)  # repeats when the digit has fewer images
+            tx += [dx[j] for j in idx]
+            ty += [k] * len(idx)
+    return tx, np.asarray(ty, dtype=np.int64), hx, np.asarray(hy, dtype=np.int64)
 
 
 def _to_batch(pre, images: np.ndarray):
@@ -193,6 +248,8 @@ def build_demo_models(force: bool = False, progress: bool = True) -> dict:
         truth["models"][spec.name] = {"classes": spec.synsets, "heldout_accuracy": round(acc, 4),
                                       "accuracy_floor": spec.accuracy_floor, "build_seconds": round(secs, 1),
                                       "source": spec.source, "architecture": ARCH}
+        if spec.planted:  # the decoy's pairing: class k also answers for digit planted[k]
+            truth["models"][spec.name]["planted"] = spec.planted_synsets
         if progress:
             print(f"[demo-models]   {spec.name}: held-out accuracy {acc:.3f} in {secs:.0f} s", flush=True)
     t0 = time.time()

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from plugin.core.errors import CheckpointError, UnsafeCheckpointError
-from plugin.models.hub_layout import CONFIG, PICKLE_WEIGHTS, SAFETENSORS, label_names_of, read_config
+from plugin.models.hub_layout import (CONFIG, PICKLE_WEIGHTS, SAFETENSORS, label_names_of, read_config,
+                                      safe_model_args)
+from plugin.models.limits import safe_json_loads
+from plugin.models.pickle_guard import check_checkpoint_pickles
+
+MAX_SAFETENSORS_HEADER = 100 * 2**20  # what the safetensors library itself accepts
 
 
 
@@ -57,10 +63,59 @@ def inspect_checkpoint(folder: str | Path) -> CheckpointInfo:
         num_classes=cfg["num_classes"],
         label_names=label_names_of(cfg),
         pretrained_cfg=dict(cfg.get("pretrained_cfg") or {}),
-        model_args=dict(cfg.get("model_args") or {}),
+        model_args=safe_model_args(cfg, str(folder / CONFIG)),
         weights_file=weights,
         sha256={n: sha256_file(folder / n) for n in (CONFIG, weights)},
     )
+
+
+def check_safetensors_header(path: Path) -> None:
+    """Reads a safetensors header without loading tensors: sizes and offsets must fit the file.
+
+    Raises:
+        CheckpointError: truncated, malformed, or offsets beyond the file.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path.name}: truncated safetensors file ({size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(MAX_SAFETENSORS_HEADER, size - 8):
+            raise CheckpointError(f"{path.name}: safetensors header of {n} bytes does not fit a {size}-byte file")
+        raw = fh.read(n)
+    try:
+        header = safe_json_loads(raw.decode("utf-8"), f"{path.name} header")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path.name}: malformed safetensors header ({str(e)[:200]})") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path.name}: safetensors header is not an object")
+    data = size - 8 - n
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        offs = t.get("data_offsets") if isinstance(t, dict) else None
+        if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)
+                or not 0 <= offs[0] <= offs[1] <= data):
+            raise CheckpointError(f"{path.name}: tensor {str(name)[:80]!r} lies outside the file's "
+                                  f"{data} data bytes (truncated or forged)")
+
+
+def preflight(folder: str | Path) -> CheckpointInfo:
+    """Every check that needs no torch: config and its limits, weights header or pickle allowlist.
+
+    Raises:
+        UnsafeCheckpointError: a pickle outside the allowlist, or unsafe ``model_args``.
+        ResourceLimitError: a config or archive over a limit.
+        CheckpointError: anything malformed.
+    """
+    info = inspect_checkpoint(folder)
+    path = Path(folder) / info.weights_file
+    if info.weights_file == SAFETENSORS:
+        check_safetensors_header(path)
+    else:
+        check_checkpoint_pickles(path)
+    return info
 
 
 def scan_pickle(path: Path) -> None:
@@ -95,7 +150,8 @@ def load_state_dict(folder: str | Path, weights_file: str) -> dict[str, Any]:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from e
-    scan_pickle(path)
+    check_checkpoint_pickles(path)  # the allowlist: only what a state dict needs
+    scan_pickle(path)  # the denylist, kept as a second opinion
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -117,7 +173,8 @@ def build_model(info: CheckpointInfo, state_dict: dict):
     if not timm.is_model(info.architecture):
         raise CheckpointError(f"{info.path}: unknown timm architecture {info.architecture!r}")
     try:
-        model = timm.create_model(info.architecture, pretrained=False, num_classes=info.num_classes, **info.model_args)
+        args = safe_model_args({"model_args": info.model_args}, info.path)  # never a path or URL to timm
+        model = timm.create_model(info.architecture, pretrained=False, num_classes=info.num_classes, **args)
         model.load_state_dict(state_dict, strict=True)
     except (RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{info.path}: weights do not fit {info.architecture}: {str(e)[:500]}") from e

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from plugin.core.blackbox import CountingBlackBox
+from plugin.core.blackbox import CountingBlackBox, InputSpec
 from plugin.core.errors import CheckpointError
 from plugin.core.images import as_rgb
 from plugin.models.checkpoint import load_checkpoint
@@ -90,13 +90,25 @@ def pick_device(device: str | None = None) -> str:
 
 
 class TorchBlackBox(CountingBlackBox):
-    """A local torch classifier seen through its argmax only."""
+    """A local torch classifier seen through its argmax only.
+
+    It takes both paths of the protocol: raw RGB images (:meth:`predict`, its
+    own preprocessing) and, through :attr:`input_spec`, model inputs the search
+    builds on the same device (:meth:`predict_tensor`). On CUDA the forward
+    runs in bf16 autocast with channels_last memory (``amp=False`` turns both off).
+    """
 
     def __init__(self, model, preprocessing: Preprocessing, num_classes: int, *, device: str | None = None,
-                 batch_size: int = 64, budget: int | None = None, info=None):
+                 batch_size: int = 64, budget: int | None = None, info=None, amp: bool = True):
         super().__init__(num_classes=num_classes, budget=budget)
+        import torch
+
         self.device = pick_device(device)
+        self._cuda = torch.device(self.device).type == "cuda"
+        self.amp = amp and self._cuda
         self._model = model.to(self.device).eval()
+        if self.amp:
+            self._model = self._model.to(memory_format=torch.channels_last)
         self.preprocessing = preprocessing
         self.batch_size = batch_size
         self.info = info
@@ -108,6 +120,23 @@ class TorchBlackBox(CountingBlackBox):
         pre = Preprocessing.from_pretrained_cfg(info.pretrained_cfg, model=model)
         return cls(model, pre, info.num_classes, info=info, **kwargs)
 
+    @property
+    def input_spec(self) -> InputSpec:
+        """The model's eval preprocessing as an :class:`InputSpec` on this device."""
+        p = self.preprocessing
+        return InputSpec(size=(p.input_size[1], p.input_size[2]), crop_pct=p.crop_pct, crop_mode=p.crop_mode,
+                         interpolation=p.interpolation, mean=tuple(p.mean), std=tuple(p.std), device=self.device,
+                         dtype="bfloat16" if self.amp else "float32")
+
+    def _forward(self, x) -> np.ndarray:
+        import torch
+
+        if self.amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self._model(x).argmax(dim=1).cpu().numpy()
+        return self._model(x.float()).argmax(dim=1).cpu().numpy()
+
     def _predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
@@ -115,5 +144,15 @@ class TorchBlackBox(CountingBlackBox):
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 x = self.preprocessing(images[start : start + self.batch_size]).to(self.device)
-                labels.append(self._model(x).argmax(dim=1).cpu().numpy())
+                labels.append(self._forward(x))
+        return np.concatenate(labels)
+
+    def _predict_tensor(self, batch) -> np.ndarray:
+        import torch
+
+        labels = []
+        step = self.batch_size * (4 if self._cuda else 1)  # a GPU takes bigger batches than the recipe's CPU default
+        with torch.inference_mode():
+            for start in range(0, int(batch.shape[0]), step):
+                labels.append(self._forward(batch[start : start + step].to(self.device, non_blocking=True)))
         return np.concatenate(labels)

@@ -1,0 +1,112 @@
+"""Every row of issue 10's bad-input table: one line, the right exit code, no run, no query spent."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from plugin.cli import EXIT_HUB, main
+from plugin.core import blackbox
+from plugin.core.recipe import Recipe
+from plugin.demo.corpus import load_demo_corpus
+from plugin.investigate import pass_queries
+
+
+@pytest.fixture
+def spy_queries(monkeypatch):
+    """Counts real black-box queries (the real predict still runs)."""
+    calls = []
+    real = blackbox.CountingBlackBox.predict
+
+    def predict(self, images):
+        calls.append(len(images))
+        return real(self, images)
+
+    monkeypatch.setattr(blackbox.CountingBlackBox, "predict", predict)
+    return calls
+
+
+def _refused(capsys, argv, code=2):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
+    capsys.readouterr()  # MLflow's own log lines from creating the (empty) store for that check
+    return lines[0]
+
+
+def _recipe(tmp_path, text: str) -> str:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("yaml_text, key, words", [
+    ("checks: dataset_index\n", "checks", "list of names"),
+    ("noise: high\n", "noise", "number"),
+    ('images_per_leaf: "lots"\n', "images_per_leaf", "integer"),
+    ("threshold: 2\n", "threshold", "threshold must be in"),
+    ("nosuch_knob: 1\n", "nosuch_knob", "unknown recipe keys"),
+])
+def test_bad_recipe_names_key_and_file(tmp_path, capsys, spy_queries, yaml_text, key, words):
+    path = _recipe(tmp_path, yaml_text)
+    line = _refused(capsys, ["investigate", "footwear", "--recipe", path])
+    assert key in line and path in line and words in line
+    assert not spy_queries
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--check", "nosuch"], "unknown check 'nosuch'"),
+    (["--json", "/proc/x.json"], "--json /proc/x.json"),
+    (["--aux", "flavia=/nope"], "/nope"),
+    (["--corpus", "/nonexistent"], "/nonexistent"),
+])
+def test_bad_investigate_options_refused_up_front(capsys, spy_queries, extra, words):
+    line = _refused(capsys, ["investigate", "footwear", "--recipe", "ci", *extra])
+    assert words in line
+    assert not spy_queries
+
+
+def test_budget_says_how_many_queries_are_needed(capsys, spy_queries):
+    needed = pass_queries(load_demo_corpus(), Recipe.load("ci"))
+    line = _refused(capsys, ["investigate", "footwear", "--recipe", "ci", "--budget", "50"])
+    assert f"below the {needed} queries" in line
+    assert not spy_queries
+
+
+@pytest.mark.parametrize("argv", [
+    ["schedule", "--at", "25:99", "--source", "demo"],
+    ["investigate", "footwear", "--budget", "-3"],
+    ["serve-hub", "/tmp", "--port", "99999"],
+])
+def test_usage_errors_exit_2_in_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len([l for l in err.splitlines() if l.strip()]) == 1 and "Traceback" not in err, err
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def test_serve_hub_missing_folder(capsys):
+    assert "serve-hub /nope: no such folder" in _refused(capsys, ["serve-hub", "/nope"])
+
+
+def test_scan_validates_before_listing(tmp_path, capsys):
+    path = _recipe(tmp_path, "noise: high\n")
+    assert "noise" in _refused(capsys, ["scan", "--source", "demo", "--recipe", path])
+    assert "unknown corpus" in _refused(capsys, ["scan", "--source", "demo", "--corpus", "/nonexistent"])
+
+
+def test_unreachable_hub_has_its_own_exit_code(capsys):
+    # A closed loopback port: the real huggingface_hub client gets "connection refused".
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = main(["scan", "--source", f"hf:http://127.0.0.1:{port}", "--recipe", "ci", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == EXIT_HUB, err
+    assert "Traceback" not in err

@@ -1,0 +1,67 @@
+"""The MLflow view: every run of a scan, failed ones included, carries the headline tags and metrics."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from crawler.scan import scan
+from plugin import tracking
+from plugin.core.recipe import Recipe
+from plugin.demo import hub as demo_hub
+from plugin.tracking import HEADLINE_METRICS, TAG_PREFIX
+from render_html import render
+
+FAST = Recipe.load("ci").replace(images_per_leaf=3, transforms_per_image=1)
+HEADLINE_TAGS = ("domain", "verdict", "outcome", "dataset_order")
+
+
+@pytest.fixture
+def mixed_hub(tmp_path):
+    """A dir: source with a good classifier, an unsafe pickle and a corrupt safetensors file."""
+    hub = tmp_path / "hub"
+    demo_hub.write_tiny_repo(hub / "t" / "good", seed=1)
+    demo_hub.write_tiny_repo(hub / "t" / "unsafe", seed=4, weights="unsafe")
+    bad = hub / "t" / "corrupt"
+    bad.mkdir(parents=True)
+    (bad / "config.json").write_text(json.dumps({"architecture": "test_resnet", "num_classes": 3}))
+    (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+    return hub
+
+
+@pytest.mark.slow
+def test_every_scan_run_has_headline_tags_and_metrics(mixed_hub, tmp_path):
+    with tracking.experiment("view-test"):
+        report = scan(f"dir:{mixed_hub}", recipe=FAST, timeout_s=300)
+    outcomes = report.outcomes()
+    assert outcomes == {"t/good": "investigate", "t/unsafe": "refused-unsafe", "t/corrupt": "failed-corrupt"}
+    exp = mlflow.get_experiment_by_name("view-test")
+    assert exp.tags.get("mlflow.note.content", "").startswith("**domain-finder**")
+    runs = MlflowClient().search_runs([exp.experiment_id])
+    kids = [r for r in runs if TAG_PREFIX + "scan" not in r.data.tags]
+    assert len(kids) == 3
+    for r in kids:
+        tags, metrics = r.data.tags, r.data.metrics
+        assert all(tags.get(k) for k in HEADLINE_TAGS), (r.info.run_name, tags)
+        assert set(HEADLINE_METRICS) <= set(metrics), (r.info.run_name, metrics)
+        assert tags[TAG_PREFIX + "status"] != "running" and tags.get("mlflow.note.content")
+        assert tags["outcome"] == outcomes[tags[TAG_PREFIX + "model_id"]]
+        if r.info.status == "FAILED":
+            assert tags["verdict"] == tags["outcome"] and tags["domain"] == "none"
+            assert all(metrics[k] == 0 for k in HEADLINE_METRICS)
+        else:
+            assert tags["verdict"] in {"one-domain", "several-domains", "inconclusive", "not-found"}
+            assert metrics["num_classes"] == 3 and metrics["queries_total"] > 0
+            assert [i.dataset.name for i in r.inputs.dataset_inputs] == ["demo"]
+    arts = {a.path for a in MlflowClient().list_artifacts(report.run_id)}
+    assert "scan_report.html" in arts
+    page = Path(MlflowClient().download_artifacts(report.run_id, "scan_report.html", str(tmp_path)))
+    dom, console = render(page)
+    assert console == []
+    text = dom.replace("\n", " ")
+    assert text.index("t/unsafe") < text.index("t/good") and text.index("t/corrupt") < text.index("t/good")
+    for kid in kids:
+        assert f"runs/{kid.info.run_id}" in dom

@@ -1,0 +1,208 @@
+"""The search at ImageNet scale: vectorised tree distances, the tensor pipeline, the adaptive pass, lazy leaves.
+
+Timings live in benchmarks/imagenet_scale.py; these tests check behaviour.
+"""
+from __future__ import annotations
+
+import importlib.util
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from plugin.core.blackbox import CountingBlackBox, InputSpec, TensorBlackBox
+from plugin.core.corpus import Corpus, Leaf
+from plugin.core.errors import ConfigError
+from plugin.core.hierarchy import Hierarchy
+from plugin.core.recipe import Recipe
+from plugin.core.scores import effective_min_samples, functional_scores, wilson_lower_bound, wilson_upper_bound
+from plugin.core.search import search
+from plugin.core.transforms import expand_leaf, expand_to_input
+from plugin.corpora.imagenet import CachedImages, FileImages, load_imagenet_folder
+from plugin.models.torch_blackbox import Preprocessing
+
+ROOT = Path(__file__).resolve().parents[1]
+LITE0 = {"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.875, "mean": [0.5] * 3, "std": [0.5] * 3}
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("imagenet_scale", ROOT / "benchmarks" / "imagenet_scale.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _bfs(h: Hierarchy, src: str) -> dict[str, int]:
+    dist, queue = {src: 0}, deque([src])
+    while queue:
+        n = queue.popleft()
+        for x in (*h.parents[n], *h.children[n]):
+            if x not in dist:
+                dist[x] = dist[n] + 1
+                queue.append(x)
+    return dist
+
+
+def test_vectorised_distances_equal_a_plain_bfs():
+    leaves = ["n02690373", "n04552348", "n02123045", "n02123394", "n04133789", "n03595614", "n13742358"]
+    h = Hierarchy.from_wordnet(leaves)
+    m = h.distance_matrix(leaves)
+    for a, src in enumerate(leaves):
+        d = _bfs(h, src)
+        assert [m[a, b] for b in range(len(leaves))] == [d[t] for t in leaves]
+    inner = list(h.parents)[:5]
+    assert h.distance_matrix(leaves[:2], inner).shape == (2, 5)
+    assert h.distance(leaves[0], leaves[1]) == 3 and h.closeness(leaves[0], leaves[0]) == 1.0
+
+
+def test_tensor_path_equals_the_models_own_preprocessing():
+    """No distortion: the batched pipeline builds exactly what the model's eval transform would."""
+    pre = Preprocessing.from_pretrained_cfg(LITE0)
+    spec = InputSpec((224, 224), 0.875, "center", "bicubic", (0.5,) * 3, (0.5,) * 3)
+    images = [skimage.data.coffee(), skimage.data.camera(), np.full((28, 28), 90, np.uint8)]
+    recipe = Recipe(noise=0, translate=0, rotate=0, perspective=0, transforms_per_image=2)
+    out = expand_to_input([(images, 0)], recipe, spec)
+    ref = pre(images)
+    assert out.shape == (9, 3, 224, 224)
+    for i in range(3):
+        for c in range(3):
+            assert float((out[3 * i + c] - ref[i]).abs().max()) < 1e-3
+
+
+def test_tensor_path_distorts_and_is_seeded():
+    spec = InputSpec((32, 32), 0.875, "center", "bilinear", (0.5,) * 3, (0.5,) * 3)
+    img = skimage.data.astronaut()
+    recipe = Recipe()
+    a = expand_to_input([([img], 1)], recipe, spec)
+    b = expand_to_input([([img], 1)], recipe, spec)
+    c = expand_to_input([([img], 2)], recipe, spec)
+    assert a.shape == (4, 3, 32, 32) and bool((a == b).all())
+    assert not bool((a[1:] == c[1:]).all()) and bool((a[0] == c[0]).all())  # copy 0 is the original
+    assert all(float((a[k] - a[0]).abs().mean()) > 0.01 for k in range(1, 4))
+
+
+def test_expand_leaf_still_returns_raw_copies():
+    img = np.full((20, 30, 3), 100, np.uint8)
+    out = expand_leaf([img, img], Recipe(transforms_per_image=3), seed=0)
+    assert len(out) == 8 and all(o.shape == (20, 30, 3) and o.dtype == np.uint8 for o in out)
+
+
+def test_wilson_bounds_bracket_the_rate():
+    p, n = np.array([0.0, 0.3, 1.0]), np.array([5, 20, 5])
+    lo, up = wilson_lower_bound(p, n, 2.0), wilson_upper_bound(p, n, 2.0)
+    assert np.all(lo <= p) and np.all(p <= up)
+    assert up[0] < 0.5 and lo[2] > 0.5
+
+
+class Oracle(CountingBlackBox):
+    """Exact: an image's leaf is its grey level; class = ``mapping[leaf]`` (raw path only)."""
+
+    def __init__(self, mapping: dict[int, int], num_classes: int):
+        super().__init__(num_classes=num_classes)
+        self.mapping = mapping
+
+    def _predict(self, images):
+        return np.array([self.mapping.get(int(np.median(im[..., 0])) // 10, 0) for im in images])
+
+
+def _grey_corpus(n_leaves: int, n_images: int) -> Corpus:
+    bench = _bench()
+    synsets = bench.imagenet_synsets(n_leaves)
+    h = Hierarchy.from_wordnet(synsets)
+    return Corpus("grey", [Leaf(s, h.name(s), [np.full((16, 16, 3), 10 * k + 5, np.uint8)] * n_images)
+                           for k, s in enumerate(synsets)], h)
+
+
+def test_adaptive_pass_spends_less_and_records_its_spend():
+    corpus = _grey_corpus(20, 30)
+    mapping = {k: k % 4 for k in range(20)}
+    recipe = Recipe(images_per_leaf=30, min_samples=5)
+    ada = search(Oracle(mapping, 4), corpus, recipe).findings
+    ex = search(Oracle(mapping, 4), corpus, recipe.replace(score_pass="exhaustive")).findings
+    assert ex.queries == ex.exhaustive_queries == 20 * 30 * 4
+    assert ada.exhaustive_queries == ex.queries and ada.queries * 2 <= ex.queries
+    assert len(ada.leaf_spend) == 20 and sum(s.queries for s in ada.leaf_spend) == ada.queries
+    assert all(s.images >= recipe.adaptive_first_images and s.queries == 4 * s.images for s in ada.leaf_spend)
+    d = ada.to_dict()
+    assert d["exhaustive_queries"] == ex.queries and len(d["leaf_spend"]) == 20
+    assert [sorted(n.synset for n in c.leaves) for c in ada.classes] == [sorted(n.synset for n in c.leaves) for c in ex.classes]
+
+
+def test_adaptive_pass_respects_the_model_budget():
+    corpus = _grey_corpus(10, 30)
+    bb = Oracle({k: k % 3 for k in range(10)}, 3)
+    sp = functional_scores(bb, corpus, Recipe(images_per_leaf=30, query_budget=150))
+    assert sp.queries <= 150 and bb.num_queries == sp.queries and sp.n_images.min() >= 1
+
+
+def test_leaf_budget_caps_images_per_leaf():
+    corpus = _grey_corpus(3, 30)
+    sp = functional_scores(Oracle({}, 2), corpus, Recipe(images_per_leaf=30, leaf_query_budget=40,
+                                                         score_pass="exhaustive"))
+    assert list(sp.n_images) == [10, 10, 10] and sp.queries == 120
+
+
+def test_generality_scales_with_what_a_leaf_can_supply():
+    corpus = _grey_corpus(3, 20)
+    sp = functional_scores(Oracle({}, 2), corpus, Recipe(images_per_leaf=20, score_pass="exhaustive"))
+    assert effective_min_samples(sp, Recipe(images_per_leaf=20)) == 15
+    sp50 = functional_scores(Oracle({}, 2), _grey_corpus(3, 50), Recipe(images_per_leaf=50, score_pass="exhaustive"))
+    assert effective_min_samples(sp50, Recipe()) == Recipe().min_samples  # the demo's rule unchanged
+
+
+@pytest.mark.parametrize("bad", [{"score_pass": "lazy"}, {"adaptive_growth": 1.0}, {"leaf_query_budget": 2},
+                                 {"min_samples_fraction": 0}])
+def test_adaptive_knobs_are_validated(bad):
+    with pytest.raises(ConfigError):
+        Recipe(**bad)
+
+
+def test_both_paths_of_the_protocol():
+    bench = _bench()
+    corpus = bench.synthetic_corpus(12, 6)
+    box = bench.TreeBlackBox(corpus, list(range(12)), accuracy=1.0, input_size=32)
+    assert isinstance(box, TensorBlackBox)
+    raw = [corpus.leaves[k].images[0] for k in range(12)]
+    assert list(box.predict(raw)) == list(range(12))  # raw RGB path
+    x = expand_to_input([(raw, 0)], Recipe(transforms_per_image=0), box.input_spec)
+    assert list(box.predict_tensor(x)) == list(range(12)) and box.num_queries == 24  # tensor path, counted
+
+
+def test_lazy_imagenet_leaves_hold_no_pixels(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAIN_FINDER_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "val"
+    rng = np.random.default_rng(0)
+    for s in ("n02690373", "n04552348"):
+        (root / s).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(root / s / f"{k}.JPEG")
+    eager = load_imagenet_folder(root, progress=False, lazy=False)
+    lazy = load_imagenet_folder(root, progress=False)
+    assert isinstance(lazy.leaves[0].images, CachedImages)
+    assert all(np.array_equal(a, b) for la, lb in zip(eager.leaves, lazy.leaves) for a, b in zip(la.images, lb.images))
+    nocache = load_imagenet_folder(root, progress=False, cache=False)
+    assert isinstance(nocache.leaves[1].images, FileImages) and nocache.leaves[1].images[2].shape == (240, 320, 3)
+    sized = load_imagenet_folder(root, progress=False, short_side=64)
+    assert sized.leaves[0].images[0].shape == (64, 85, 3)  # stored at a model's pre-crop size
+
+
+@pytest.mark.slow
+def test_imagenet_shaped_smoke_100_leaves():
+    """The 100-leaf version of benchmarks/imagenet_scale.py with a 90%-accurate 100-class model."""
+    bench = _bench()
+    corpus = bench.synthetic_corpus(100, 50)
+    recipe = Recipe()  # 50 images per leaf, adaptive
+    ada = search(bench.TreeBlackBox(corpus, list(range(100)), 0.9), corpus, recipe, "tree").findings
+    ex = search(bench.TreeBlackBox(corpus, list(range(100)), 0.9), corpus,
+                recipe.replace(score_pass="exhaustive"), "tree").findings
+    assert ex.queries == ada.exhaustive_queries == 100 * 50 * 4
+    assert ada.queries * 3 <= ex.queries, (ada.queries, ex.queries)
+    assert bench.agreement(ada, ex) >= 0.95
+    # 20 images per leaf: single-leaf classes are *found*, not only guessed (generality scales with supply)
+    small = bench.synthetic_corpus(100, 20)
+    f20 = search(bench.TreeBlackBox(small, list(range(100)), 0.9), small, Recipe(images_per_leaf=20), "tree").findings
+    assert f20.found_fraction >= 0.9
+    assert sum(bench.chosen_leaf(c) == small.synsets[c.index] for c in f20.classes) >= 90
