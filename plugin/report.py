@@ -166,7 +166,7 @@ def scan_html(source: str, rows: Sequence[dict], *, run_id: str = "", experiment
     """The scan's page: every model's outcome, refused and failed first, each linked to its MLflow run.
 
     ``rows`` are dicts with ``repo, sha, outcome, domain, verdict, classes_found,
-    confidence, queries, seconds, reason, run_id``. Links point at the MLflow
+    confidence, flags, queries, seconds, reason, run_id``. Links point at the MLflow
     UI (``ui_base`` + ``#/experiments/<id>/runs/<run>``), so they work when
     the report is opened from the UI that serves the store.
     """
@@ -187,11 +187,11 @@ def scan_html(source: str, rows: Sequence[dict], *, run_id: str = "", experiment
             f"<div class=\"small\">{len(rows)} models in {seconds:.0f} s; scan run <code>{_e(run_id)}</code></div>",
             "<p>" + "".join(f"<span class=\"badge {'lo' if k in ATTENTION else ''}\">{_e(k)} {n}</span>"
                             for k, n in sorted(counts.items())) + "</p>",
-            _table(["repo", "revision", "outcome", "domain", "verdict", "classes found", "confidence", "queries",
-                    "seconds", "reason", "run"],
+            _table(["repo", "revision", "outcome", "domain", "verdict", "classes found", "confidence", "flags",
+                    "queries", "seconds", "reason", "run"],
                    [(_e(r.get("repo", "")), f"<code>{_e(str(r.get('sha', ''))[:8])}</code>", _e(r.get("outcome", "")),
                      _e(r.get("domain", "")), _e(r.get("verdict", "")), _e(r.get("classes_found", "")),
-                     _e(r.get("confidence", "")), _e(r.get("queries", "")), f"{float(r.get('seconds') or 0):.1f}",
+                     _e(r.get("confidence", "")), _e(r.get("flags", "")), _e(r.get("queries", "")), f"{float(r.get('seconds') or 0):.1f}",
                      _e(r.get("reason", "")), link(r)) for r in ranked],
                    ["nf" if r.get("outcome") in ATTENTION else "" for r in ranked])]
     return _page(f"domain-finder scan: {source}", "\n".join(body))

@@ -144,6 +144,12 @@ def flag_tags(findings) -> dict[str, str]:
     return out
 
 
+def flags_of_tags(tags: dict[str, str]) -> str:
+    """A run's flags as one cell, in ``flag_summary``'s form: ``"decoy-suspected[0,1],sink-class[2]"``; "" if none."""
+    kinds = [k for k in (tags.get(T_FLAGS) or "").split(",") if k]
+    return ",".join(f"{k}[{tags.get(T_FLAG + k, '')}]" for k in kinds)
+
+
 # -- runs -----------------------------------------------------------------------
 def _mlflow():
     # Imported on first use: importing this module must stay cheap for the CLI's --help.

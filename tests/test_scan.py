@@ -1,6 +1,8 @@
 """Scans: incremental via the MLflow ledger, isolation, failures recorded, kubernetes submission."""
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import signal
@@ -8,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pytest
@@ -16,7 +19,7 @@ from plugin.demo import hub as demo_hub
 from plugin.tracking import FAILED_CORRUPT, INVESTIGATE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER
 from crawler.scan import ALREADY_AUDITED, SUBMITTED, scan
 from plugin.core.recipe import Recipe
-from plugin.tracking import TAG_PREFIX
+from plugin.tracking import TAG_PREFIX, flag_tags, flags_of_tags
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = Recipe.load("ci").replace(images_per_leaf=3, transforms_per_image=1)
@@ -66,6 +69,9 @@ def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
     assert "documentation score" in rows["t/documented"].reason
     assert "UnsafeCheckpointError" in rows["t/unsafe"].reason
     assert rows["t/alpha"].queries and rows["t/alpha"].classes_found.endswith("/3")
+    for r in first.rows:  # each investigated row shows its run's flags, whatever they are
+        if r.outcome == INVESTIGATE:
+            assert r.flags == flags_of_tags(mlflow.get_run(r.run_id).data.tags)
     kids = _child_runs(first.run_id)
     assert len(kids) == 4
     _check_failures(kids)
@@ -224,6 +230,32 @@ def test_sigkill_then_rerun_no_duplicates(small_hub, tmp_path, monkeypatch):
     failed = [r for r in runs if r.info.status == "FAILED"]
     assert {r.data.tags[TAG_PREFIX + "model_id"] for r in failed} >= {"t/unsafe", "t/truncated"}
     assert not marker.exists()
+
+
+def test_scan_summary_shows_flags_from_run_tags():
+    """A flagged run's kinds and classes reach the summary's Markdown, CSV and HTML; an unflagged one shows none."""
+    from crawler.scan.orchestrate import _row_of_run
+    from crawler.scan.report import SUMMARY_COLUMNS, ScanReport, ScanRow, markdown_table, summary_csv
+    from plugin.core.findings import Flag
+
+    flags = [Flag("decoy-suspected", (0, 1, 3)), Flag("sink-class", (2,), {"leaves": ["n1", "n2"]})]
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("Default").experiment_id
+    flagged = client.create_run(exp, tags=flag_tags(SimpleNamespace(flags=flags))).info.run_id
+    plain = client.create_run(exp, tags=flag_tags(SimpleNamespace(flags=[]))).info.run_id
+    for rid in (flagged, plain):
+        client.set_terminated(rid)
+    rows = [_row_of_run(ScanRow("m/flagged", "a" * 40, ""), mlflow.get_run(flagged)),
+            _row_of_run(ScanRow("m/plain", "b" * 40, ""), mlflow.get_run(plain))]
+    assert rows[0].flags == "decoy-suspected[0,1,3],sink-class[2]" and rows[1].flags == ""
+    md = markdown_table(rows)
+    assert "| flags |" in md.splitlines()[0] and "decoy-suspected[0,1,3],sink-class[2]" in md
+    csv_rows = list(csv.reader(io.StringIO(summary_csv(rows))))
+    col = SUMMARY_COLUMNS.index("flags")
+    assert [r[col] for r in csv_rows] == ["flags", "decoy-suspected[0,1,3],sink-class[2]", ""]
+    html = ScanReport("demo", "r", rows).html()
+    assert "<th>flags</th>" in html.replace(" ", "") or ">flags<" in html
+    assert "decoy-suspected[0,1,3],sink-class[2]" in html
 
 
 def test_reap_stale_runs_only_kills_runs_older_than_the_timeout():

@@ -183,6 +183,7 @@ def _already(row: ScanRow, prior) -> ScanRow:
     """An ``already-audited`` row: settled, backing off, or being audited by another live scan."""
     row.outcome, row.run_id = ALREADY_AUDITED, prior.info.run_id
     row.domain = prior.data.tags.get(T_DOMAIN, "")
+    row.flags = tracking.flags_of_tags(prior.data.tags)
     state = "running in another scan" if prior.info.status == "RUNNING" else prior.data.tags.get(T_OUTCOME, INVESTIGATE)
     row.reason = f"run {prior.info.run_id[:8]} ({state})"
     return row
@@ -267,6 +268,8 @@ def _submit(target: _Target, model: HubModel, opts: ScanOptions, row: ScanRow) -
 def _row_line(row: ScanRow) -> str:
     """One line per model: its outcome, domain and verdict, or why it has none (never cut mid-word)."""
     what = f"{row.domain or '-'} ({row.verdict}, confidence {row.confidence})" if row.verdict else row.reason
+    if row.flags:
+        what += f"; flags: {row.flags}"
     return f"{row.repo}@{row.sha[:8]}: {row.outcome}: {shorten(what, 160)}"
 
 
@@ -298,6 +301,7 @@ def _row_of_run(row: ScanRow, run) -> ScanRow:
     t = run.data.tags
     m = run.data.metrics
     row.verdict = t.get(T_VERDICT, "")
+    row.flags = tracking.flags_of_tags(t)
     if "confidence" in m:
         row.confidence = f"{m['confidence']:.2f}"
     if run.info.status == "FINISHED":

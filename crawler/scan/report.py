@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 from plugin.report import scan_html
 
-SUMMARY_COLUMNS = ("repo", "sha", "outcome", "domain", "verdict", "confidence", "classes_found", "queries", "seconds",
-                   "reason")
+SUMMARY_COLUMNS = ("repo", "sha", "outcome", "domain", "verdict", "confidence", "flags", "classes_found", "queries",
+                   "seconds", "reason")
 
 
 @dataclass
@@ -24,9 +24,10 @@ class ScanRow:
     run_id: str = ""
     verdict: str = ""
     confidence: str = ""
+    flags: str = ""  # "decoy-suspected[0,1,2],sink-class[2]": what the investigator must be warned about
 
     def cells(self) -> list[str]:
-        return [self.repo, self.sha[:8], self.outcome, self.domain, self.verdict, self.confidence,
+        return [self.repo, self.sha[:8], self.outcome, self.domain, self.verdict, self.confidence, self.flags,
                 self.classes_found, self.queries, f"{self.seconds:.1f}", self.reason]
 
 
