@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from plugin import tracking
 from plugin.artifacts import write_artifacts
 from plugin.checks import CheckContext, CheckResult, get_check
@@ -21,6 +23,7 @@ from plugin.core.corpus import Corpus
 from plugin.core.flags import label_contradiction_flag, with_flags
 from plugin.core.errors import ConfigError, CorpusError, DomainFinderError
 from plugin.core.recipe import Recipe
+from plugin.core.scores import leaf_capacity
 from plugin.core.search import SearchResult, search
 from plugin.core.verdict import NO_DATASET_ORDER, conclude, format_domains
 from plugin.corpora import get_corpus
@@ -77,9 +80,16 @@ def identity_of(model: str | Path, model_id: str | None = None, revision: str = 
     return ModelIdentity(model_id or Path(model).name, revision, dict(info.sha256), source)
 
 
-def pass_queries(corpus: Corpus, recipe: Recipe) -> int:
-    """Queries one score pass over ``corpus`` spends with ``recipe``."""
-    return sum(min(len(leaf), recipe.images_per_leaf) for leaf in corpus.leaves) * recipe.copies_per_image
+def pass_queries(corpus: Corpus, recipe: Recipe, *, least: bool = False) -> int:
+    """Queries one score pass over ``corpus`` may spend with ``recipe``: every leaf at its cap.
+
+    With ``least``, the fewest it can work with: an adaptive pass's first round
+    (it fits later rounds into a budget), the whole pass if exhaustive.
+    """
+    cap = leaf_capacity(corpus, recipe)
+    if least and recipe.score_pass == "adaptive":
+        cap = np.minimum(cap, recipe.adaptive_first_images)
+    return int(cap.sum()) * recipe.copies_per_image
 
 
 def check_writable(path: str | Path, what: str = "--json") -> None:
@@ -149,10 +159,13 @@ def plan_investigation(corpus: str | Corpus, recipe: Recipe, checks: list[str] |
     score_queries = pass_queries(corpus_obj, recipe)
     plan = Plan(corpus_obj, names, options, score_queries, aux_queries,
                 corpus_obj.name if isinstance(corpus, Corpus) else str(corpus))
-    if recipe.query_budget is not None and recipe.query_budget < plan.queries:
-        extra = f" (score pass {score_queries} + aux {aux_queries})" if aux_queries else ""
-        raise ConfigError(f"budget {recipe.query_budget} is below the {plan.queries} queries this plan needs{extra}; "
-                          "raise --budget or lower images_per_leaf / transforms_per_image")
+    least = pass_queries(corpus_obj, recipe, least=True)
+    if recipe.query_budget is not None and recipe.query_budget < least + aux_queries:
+        what = (f"the adaptive pass's first round ({least}: {recipe.adaptive_first_images} images per leaf)"
+                if recipe.score_pass == "adaptive" else f"the exhaustive pass ({least})")
+        extra = f" + aux {aux_queries}" if aux_queries else ""
+        raise ConfigError(f"budget {recipe.query_budget} is below the {least + aux_queries} queries this plan needs "
+                          f"at least: {what}{extra}; raise --budget or lower images_per_leaf / transforms_per_image")
     return plan
 
 
@@ -209,7 +222,7 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
         tracking.log_params({f"recipe.{k}": v for k, v in recipe.to_params().items()})
         tracking.log_corpus_input(corpus_obj.name, digest, plan.spec or corpus_obj.name,
                                   leaves=len(corpus_obj.leaves), images=images)
-        result = _search_with_progress(bb, corpus_obj, recipe, identity.model_id, progress)
+        result = _search_with_progress(bb, corpus_obj, recipe, identity.model_id, progress, reserve=plan.aux_queries)
         stages = [*plan.checks, "verdict", "artifacts", "report"]
         bar = _stage_bar(stages, identity.model_id, progress)
         with tempfile.TemporaryDirectory() as tmp:
@@ -343,11 +356,12 @@ def _stage_bar(stages: list[str], model_id: str, progress: bool) -> _StageBar:
     return _StageBar(stages, model_id, progress)
 
 
-def _search_with_progress(bb, corpus: Corpus, recipe: Recipe, model_id: str, progress: bool) -> SearchResult:
+def _search_with_progress(bb, corpus: Corpus, recipe: Recipe, model_id: str, progress: bool,
+                          reserve: int = 0) -> SearchResult:
     if not progress:
-        return search(bb, corpus, recipe, model=model_id)
+        return search(bb, corpus, recipe, model=model_id, reserve=reserve)
     from tqdm.auto import tqdm
 
     with tqdm(total=pass_queries(corpus, recipe), desc=f"querying {model_id}", unit="img", leave=False) as bar:
-        return search(bb, corpus, recipe, model=model_id, progress=bar.update)
+        return search(bb, corpus, recipe, model=model_id, progress=bar.update, reserve=reserve)
 

@@ -6,6 +6,7 @@ import pytest
 
 from plugin.cli import EXIT_HUB, main
 from plugin.core import blackbox
+from plugin.core.errors import ConfigError
 from plugin.core.recipe import Recipe
 from plugin.demo.corpus import load_demo_corpus
 from plugin.investigate import pass_queries
@@ -69,10 +70,24 @@ def test_bad_investigate_options_refused_up_front(capsys, spy_queries, extra, wo
 
 
 def test_budget_says_how_many_queries_are_needed(capsys, spy_queries):
-    needed = pass_queries(load_demo_corpus(), Recipe.load("ci"))
+    needed = pass_queries(load_demo_corpus(), Recipe.load("ci"), least=True)
     line = _refused(capsys, ["investigate", "footwear", "--recipe", "ci", "--budget", "50"])
-    assert f"below the {needed} queries" in line
+    assert f"below the {needed} queries" in line and "first round" in line
     assert not spy_queries
+
+
+def test_adaptive_budget_below_a_full_pass_is_planned_not_refused():
+    """The adaptive pass fits its rounds into a budget: only less than its first round is refused."""
+    from plugin.investigate import plan_investigation
+
+    corpus, recipe = load_demo_corpus(), Recipe.load("ci")
+    least, full = pass_queries(corpus, recipe, least=True), pass_queries(corpus, recipe)
+    assert least < full
+    plan_investigation(corpus, recipe.replace(query_budget=least))
+    with pytest.raises(ConfigError, match=f"below the {least} queries"):
+        plan_investigation(corpus, recipe.replace(query_budget=least - 1))
+    with pytest.raises(ConfigError, match=f"below the {full} queries"):  # the exhaustive pass needs all of it
+        plan_investigation(corpus, recipe.replace(score_pass="exhaustive", query_budget=full - 1))
 
 
 @pytest.mark.parametrize("argv", [

@@ -131,11 +131,35 @@ def test_adaptive_pass_spends_less_and_records_its_spend():
     assert [sorted(n.synset for n in c.leaves) for c in ada.classes] == [sorted(n.synset for n in c.leaves) for c in ex.classes]
 
 
+def test_copy_agreement_measures_how_alike_copies_are():
+    """Kish's design effect: independent copies count as copies, identical ones as one image."""
+    from plugin.core.scores import _CopyAgreement
+
+    rng = np.random.default_rng(0)
+    counts = np.zeros((3, 2), np.int64)
+    indep, same = _CopyAgreement(2, 4), _CopyAgreement(2, 4)
+    for j in range(2):
+        lab = rng.integers(0, 3, (200, 4))
+        indep.add(j, lab)
+        same.add(j, np.repeat(lab[:, :1], 4, axis=1))
+        counts[:, j] = np.bincount(lab.ravel(), minlength=3)
+    assert abs(indep.kappa(counts)) < 0.05
+    assert same.kappa(counts) > 0.95
+    assert np.allclose(same.effective(np.array([10, 10]), 1.0), 10)  # one image's worth per image
+    assert np.allclose(indep.effective(np.array([10, 10]), 0.0), 40)  # every copy counts
+    pure = _CopyAgreement(1, 4)
+    pure.add(0, np.zeros((5, 4), np.int64))
+    assert pure.kappa(np.array([[20], [0]])) == 1.0  # no evidence either way: the worst case
+
+
 def test_adaptive_pass_respects_the_model_budget():
     corpus = _grey_corpus(10, 30)
     bb = Oracle({k: k % 3 for k in range(10)}, 3)
     sp = functional_scores(bb, corpus, Recipe(images_per_leaf=30, query_budget=150))
     assert sp.queries <= 150 and bb.num_queries == sp.queries and sp.n_images.min() >= 1
+    kept = functional_scores(Oracle({k: k % 3 for k in range(10)}, 3), corpus,
+                             Recipe(images_per_leaf=30, query_budget=150), reserve=60)
+    assert kept.queries <= 90  # the follow-up checks' share is left unspent
 
 
 def test_leaf_budget_caps_images_per_leaf():
@@ -201,6 +225,13 @@ def test_imagenet_shaped_smoke_100_leaves():
     assert ex.queries == ada.exhaustive_queries == 100 * 50 * 4
     assert ada.queries * 3 <= ex.queries, (ada.queries, ex.queries)
     assert bench.agreement(ada, ex) >= 0.95
+    # A 10-class model: most leaves cannot matter to it, and it spends >= 10x less (measured 11.3x).
+    ten = list(np.linspace(0, 99, 10).astype(int))
+    t10 = search(bench.TreeBlackBox(corpus, ten, 0.9), corpus, recipe, "ten").findings
+    assert t10.queries * 10 <= t10.exhaustive_queries and t10.found_fraction == 1.0, t10.queries
+    worst = search(bench.TreeBlackBox(corpus, ten, 0.9), corpus, recipe.replace(adaptive_copy_agreement=False),
+                   "ten").findings
+    assert t10.queries < worst.queries  # the box's copies are independent: counting them saves queries
     # 20 images per leaf: single-leaf classes are *found*, not only guessed (generality scales with supply)
     small = bench.synthetic_corpus(100, 20)
     f20 = search(bench.TreeBlackBox(small, list(range(100)), 0.9), small, Recipe(images_per_leaf=20), "tree").findings

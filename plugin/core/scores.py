@@ -211,8 +211,12 @@ def leaf_capacity(corpus: Corpus, recipe: Recipe) -> np.ndarray:
     return np.array([min(len(leaf), cap) for leaf in corpus.leaves], dtype=np.int64)
 
 
-def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None) -> ScorePass:
-    """Step 1: ``l(i, j)`` for every class at once, by the recipe's ``score_pass``."""
+def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
+                      reserve: int = 0) -> ScorePass:
+    """Step 1: ``l(i, j)`` for every class at once, by the recipe's ``score_pass``.
+
+    Rounds are fitted into ``query_budget`` less ``reserve`` (what the follow-up checks need).
+    """
     t0 = time.time()
     start_queries = blackbox.num_queries
     copies = recipe.copies_per_image
@@ -226,10 +230,11 @@ def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progre
     target = recipe.adaptive_first_images if adaptive else int(cap.max())
     is_open = cap > 0
     rounds: list[dict] = []
+    agreement = _CopyAgreement(n_leaves, copies)
     while is_open.any():
         jobs = [(int(j), int(sent[j]), int(min(cap[j], target))) for j in np.flatnonzero(is_open)]
         jobs = [jb for jb in jobs if jb[2] > jb[1]]
-        jobs = _within_budget(jobs, recipe, copies, blackbox.num_queries - start_queries)
+        jobs = _within_budget(jobs, recipe, copies, blackbox.num_queries - start_queries + reserve)
         if not jobs:
             break
         q0 = blackbox.num_queries
@@ -240,14 +245,18 @@ def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progre
             if hi > counts.shape[0]:
                 counts = np.vstack([counts, np.zeros((hi - counts.shape[0], n_leaves), dtype=np.int64)])
             counts[:, j] += np.bincount(lab.ravel(), minlength=counts.shape[0])
+            agreement.add(j, lab)
         rounds.append({"images_per_leaf": int(target), "open_leaves": int(is_open.sum()),
                        "queries": int(blackbox.num_queries - q0)})
         is_open &= sent < cap
         if not adaptive or not is_open.any():
             break
-        is_open &= ~_decided(counts, sent, copies, recipe)
+        kappa = agreement.kappa(counts)
+        rounds[-1]["copy_kappa"] = round(kappa, 3)
+        n_eff = agreement.effective(sent, kappa) if recipe.adaptive_copy_agreement else None
+        is_open &= ~_decided(counts, sent, copies, recipe, n_eff)
         if recipe.adaptive_halving:
-            is_open = _halve(is_open, counts, sent, copies, recipe)
+            is_open = _halve(is_open, counts, sent, copies, recipe, n_eff)
         target = int(math.ceil(target * recipe.adaptive_growth))
     num_classes = blackbox.num_classes or counts.shape[0]
     if counts.shape[0] > num_classes:
@@ -278,15 +287,53 @@ def _within_budget(jobs: list[Job], recipe: Recipe, copies: int, spent: int) -> 
     return out
 
 
-def _bounds(counts: np.ndarray, sent: np.ndarray, copies: int, z: float):
+def _bounds(counts: np.ndarray, sent: np.ndarray, copies: int, z: float, n_eff: np.ndarray | None = None):
     p = counts / np.maximum(sent * copies, 1)[None, :]
-    n = np.maximum(sent, 1)[None, :]
+    n = np.maximum(sent if n_eff is None else n_eff, 1)[None, :]
     return p, wilson_lower_bound(p, n, z), wilson_upper_bound(p, n, z)
 
 
-def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe) -> np.ndarray:
+class _CopyAgreement:
+    """How alike the black box labels the copies of one image, pooled over the pass (Fleiss' kappa).
+
+    The bounds count distinct images, the worst case where all copies of an
+    image agree. When the black box's copies vary more than that, each image
+    is worth more: Kish's design effect ``1 + (copies - 1) * kappa`` turns
+    ``images * copies`` queries into the effective sample. Pure leaves (every
+    copy the same label) say nothing about kappa; with no informative leaf
+    kappa stays 1, the worst case.
+    """
+
+    def __init__(self, n_leaves: int, copies: int):
+        self.copies = copies
+        self.pairs = [(a, b) for a in range(copies) for b in range(a + 1, copies)]
+        self.agree = np.zeros(n_leaves)  # agreeing copy pairs, summed over images
+        self.images = np.zeros(n_leaves)
+
+    def add(self, j: int, labels: np.ndarray) -> None:
+        if self.pairs and len(labels):
+            self.agree[j] += sum(float((labels[:, a] == labels[:, b]).sum()) for a, b in self.pairs) / len(self.pairs)
+            self.images[j] += len(labels)
+
+    def kappa(self, counts: np.ndarray) -> float:
+        if not self.pairs:
+            return 1.0
+        tot = np.maximum(counts.sum(axis=0), 1)
+        chance = ((counts / tot[None, :]) ** 2).sum(axis=0)  # agreement if copies were independent draws
+        room = float((self.images * (1 - chance)).sum())
+        if room < 1.0:  # only pure leaves so far: no evidence that copies are less alike than the worst case
+            return 1.0
+        return float(np.clip((self.agree.sum() - (self.images * chance).sum()) / room, 0.0, 1.0))
+
+    def effective(self, sent: np.ndarray, kappa: float) -> np.ndarray:
+        """Images worth of evidence per leaf: ``sent * copies`` over the design effect."""
+        return sent * self.copies / (1 + (self.copies - 1) * kappa)
+
+
+def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
+             n_eff: np.ndarray | None = None) -> np.ndarray:
     """Leaves whose candidate status is decided for every class at ``adaptive_z``."""
-    _, lo, up = _bounds(counts, sent, copies, recipe.adaptive_z)
+    _, lo, up = _bounds(counts, sent, copies, recipe.adaptive_z, n_eff)
     k = min(recipe.top_k, lo.shape[1])
     kth = -np.partition(-lo, k - 1, axis=1)[:, k - 1 : k]  # per class, the top_k-th best lower bound
     out = (up < recipe.threshold) | (up < kth)  # cannot pass the threshold, or cannot make the top_k
@@ -294,7 +341,8 @@ def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe) 
     return np.all(out | settled, axis=0)
 
 
-def _halve(is_open: np.ndarray, counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe) -> np.ndarray:
+def _halve(is_open: np.ndarray, counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
+           n_eff: np.ndarray | None = None) -> np.ndarray:
     """Successive halving: keeps the more promising half of the open leaves.
 
     A leaf's promise is its best point score over the classes it is still
@@ -304,7 +352,7 @@ def _halve(is_open: np.ndarray, counts: np.ndarray, sent: np.ndarray, copies: in
     idx = np.flatnonzero(is_open)
     if len(idx) <= 1:
         return is_open
-    p, lo, up = _bounds(counts[:, idx], sent[idx], copies, recipe.adaptive_z)
+    p, lo, up = _bounds(counts[:, idx], sent[idx], copies, recipe.adaptive_z, None if n_eff is None else n_eff[idx])
     undecided = (up >= recipe.threshold) & (lo < recipe.threshold)
     promise = np.where(undecided, p, -1.0).max(axis=0)
     keep = idx[np.argsort(-promise, kind="stable")[: int(math.ceil(len(idx) / 2))]]

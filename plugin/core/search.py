@@ -27,11 +27,15 @@ class SearchResult:
     classes: list[ClassSearch]
 
 
-def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "model", progress: Progress | None = None) -> SearchResult:
-    """Runs steps 1-5 for every class of ``blackbox`` on ``corpus``."""
+def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "model", progress: Progress | None = None,
+           reserve: int = 0) -> SearchResult:
+    """Runs steps 1-5 for every class of ``blackbox`` on ``corpus``.
+
+    ``reserve`` queries of the recipe's ``query_budget`` are left for the follow-up checks.
+    """
     if corpus.hierarchy is None:
         raise CorpusError(f"corpus {corpus.name!r} is flat; the search needs a hierarchical corpus")
-    sp = functional_scores(blackbox, corpus, recipe, progress)
+    sp = functional_scores(blackbox, corpus, recipe, progress, reserve=reserve)
     logged = recipe
     # Generality scales with what a leaf can supply (scores.effective_min_samples); findings keep the recipe as given.
     recipe = recipe.replace(min_samples=effective_min_samples(sp, recipe))
