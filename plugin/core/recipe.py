@@ -55,7 +55,8 @@ class Recipe:
     adaptive_first_images: int = 4  # images per leaf in the first round
     adaptive_growth: float = 2.0  # images per open leaf multiply by this each round
     adaptive_z: float = 2.0  # confidence bound that closes a leaf (decided for every class)
-    adaptive_halving: bool = True  # then keep the more promising half of the open leaves each round
+    adaptive_halving: bool = False  # keep only the more promising half of the open leaves each round (a budget device:
+    # it closes leaves that are not decided, and costs the demo ground truth 4 classes)
     adaptive_copy_agreement: bool = True  # count copies as evidence by how alike they are labelled (Kish), else 1 image
     leaf_query_budget: int | None = None  # per-leaf cap on queries (images_per_leaf x copies when unset)
     min_samples_fraction: float = 0.75  # generality scales with supply: min_samples <= this x images a leaf can give

@@ -150,7 +150,9 @@ def resize_to_spec(img: np.ndarray, spec, device: str | None = None):
     import torch
 
     rgb = as_rgb(img)
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).to(device or spec.device, non_blocking=True).permute(2, 0, 1)
+    if not (rgb.flags.writeable and rgb.flags.c_contiguous):  # cached corpora hand out read-only views
+        rgb = np.array(rgb, order="C")
+    t = torch.from_numpy(rgb).to(device or spec.device, non_blocking=True).permute(2, 0, 1)
     size = spec.resize_size(*rgb.shape[:2])
     if tuple(size) == rgb.shape[:2]:
         return t
