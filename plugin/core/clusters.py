@@ -60,7 +60,7 @@ def _cluster_scores(members: list[int], i: int, sp: ScorePass, hier, leaves: lis
         functional = float(hits / max(sp.counts[i].sum(), 1))  # share of the class's responses
     else:
         raw = hits / max(sp.totals[members].sum(), 1)
-        functional = float(wilson_lower_bound(raw, sp.n_images[members].sum(), recipe.confidence_z))
+        functional = float(wilson_lower_bound(raw, sp.support[members].sum(), recipe.confidence_z))
     if len(members) == 1:
         semantic = recipe.singleton_semantic
     else:
@@ -97,7 +97,7 @@ def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) ->
     hier = corpus.hierarchy
     leaves = sp.leaves
     raw = sp.scores[i]
-    adjusted = wilson_lower_bound(raw, sp.n_images, recipe.confidence_z)
+    adjusted = wilson_lower_bound(raw, sp.support, recipe.confidence_z)
     order = np.lexsort((-raw, -adjusted))  # by adjusted, ties by raw
     top = tuple(LeafScore(leaves[j], hier.name(leaves[j]), float(raw[j]), float(adjusted[j])) for j in order[: recipe.top_k])
     strong = [int(j) for j in order[: recipe.top_k] if adjusted[j] >= recipe.threshold]

@@ -63,11 +63,11 @@ def _components(adjacent: np.ndarray) -> list[list[int]]:
 
 def _leaf_size(sp: ScorePass) -> np.ndarray:
     """Images each leaf can supply (an adaptive pass may have sent fewer)."""
-    return np.asarray(sp.capacity if getattr(sp, "capacity", None) is not None else sp.n_images)
+    return np.asarray(sp.support)
 
 
 def _adjusted(sp: ScorePass, recipe: Recipe) -> np.ndarray:
-    return wilson_lower_bound(sp.scores, sp.n_images[None, :], recipe.confidence_z)
+    return wilson_lower_bound(sp.scores, sp.support[None, :], recipe.confidence_z)
 
 
 def decoy_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Recipe) -> list[Flag]:

@@ -57,6 +57,7 @@ class Recipe:
     adaptive_z: float = 2.0  # confidence bound that closes a leaf (decided for every class)
     adaptive_halving: bool = False  # keep only the more promising half of the open leaves each round (a budget device:
     # it closes leaves that are not decided, and costs the demo ground truth 4 classes)
+    adaptive_precision: float = 0.07  # a candidate leaf is refined until its score's half-width at confidence_z is this
     adaptive_copy_agreement: bool = True  # count copies as evidence by how alike they are labelled (Kish), else 1 image
     leaf_query_budget: int | None = None  # per-leaf cap on queries (images_per_leaf x copies when unset)
     min_samples_fraction: float = 0.75  # generality scales with supply: min_samples <= this x images a leaf can give
@@ -127,6 +128,8 @@ class Recipe:
             problems.append("score_pass must be 'adaptive' or 'exhaustive'")
         if self.adaptive_first_images < 1 or self.adaptive_growth <= 1 or self.adaptive_z < 0:
             problems.append("need adaptive_first_images >= 1, adaptive_growth > 1 and adaptive_z >= 0")
+        if not 0 < self.adaptive_precision <= 1:
+            problems.append("adaptive_precision must be in (0, 1]")
         if self.leaf_query_budget is not None and self.leaf_query_budget < self.copies_per_image:
             problems.append("leaf_query_budget must allow at least one image (copies_per_image queries)")
         if not 0 < self.min_samples_fraction <= 1:

@@ -69,6 +69,19 @@ class ScorePass:
         if self.exhaustive_queries is None:
             self.exhaustive_queries = int(np.asarray(self.totals).sum())
 
+    @property
+    def support(self) -> np.ndarray:
+        """Images per leaf behind its support-adjusted score: what the leaf can supply.
+
+        The adjustment is about a leaf's size (METHOD.md, "Generality": small
+        leaves are weak evidence), not about how many images the adaptive pass
+        needed: a candidate leaf stops only once its score is measured to
+        ``adaptive_precision``, and a leaf that stopped as no candidate is
+        below the rate a candidate needs even at full capacity. Equal to
+        ``n_images`` after an exhaustive pass.
+        """
+        return self.capacity
+
     @cached_property
     def scores(self) -> np.ndarray:
         """The functional-score matrix ``l(i, j)`` (computed once; a 1,000-class pass asks per class)."""
@@ -147,9 +160,9 @@ class _Pipeline:
         images = self.corpus.leaves[j].images
         fetched = [images[k] for k in range(a, b)]
         if self.spec is not None and str(self.spec.device) == "cpu":
-            from plugin.core.transforms import resize_to_spec
+            from plugin.core.transforms import resize_batch
 
-            fetched = [resize_to_spec(im, self.spec) for im in fetched]  # in the prefetch thread
+            fetched = resize_batch(fetched, self.spec)  # in the prefetch thread, one call per image shape
         return fetched
 
     def _fetched(self, jobs: list[Job]) -> Iterator[tuple[Job, list]]:
@@ -231,6 +244,7 @@ def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progre
     is_open = cap > 0
     rounds: list[dict] = []
     agreement = _CopyAgreement(n_leaves, copies)
+    needed = needed_rate(cap, recipe)
     while is_open.any():
         jobs = [(int(j), int(sent[j]), int(min(cap[j], target))) for j in np.flatnonzero(is_open)]
         jobs = [jb for jb in jobs if jb[2] > jb[1]]
@@ -254,7 +268,7 @@ def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progre
         kappa = agreement.kappa(counts)
         rounds[-1]["copy_kappa"] = round(kappa, 3)
         n_eff = agreement.effective(sent, kappa) if recipe.adaptive_copy_agreement else None
-        is_open &= ~_decided(counts, sent, copies, recipe, n_eff)
+        is_open &= ~_decided(counts, sent, copies, recipe, n_eff, needed)
         if recipe.adaptive_halving:
             is_open = _halve(is_open, counts, sent, copies, recipe, n_eff)
         target = int(math.ceil(target * recipe.adaptive_growth))
@@ -330,14 +344,46 @@ class _CopyAgreement:
         return sent * self.copies / (1 + (self.copies - 1) * kappa)
 
 
+def needed_rate(capacity: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """Per leaf, the least functional score whose support-adjusted score passes the threshold.
+
+    Candidates are judged on the Wilson bound at ``confidence_z`` over the
+    images a leaf gives, so even at full capacity a leaf needs a rate above
+    the threshold itself (0.39 at 30 images, 0.37 at 50 for threshold 0.3).
+    A leaf that stops early gives fewer images and needs more still. Above 1
+    when no rate can pass (a leaf too small ever to be a candidate).
+    """
+    cap = np.maximum(np.asarray(capacity, dtype=float), 1)
+    lo, hi = np.zeros_like(cap), np.ones_like(cap)
+    for _ in range(30):  # bisection: the bound rises with the rate
+        mid = (lo + hi) / 2
+        passes = wilson_lower_bound(mid, cap, recipe.confidence_z) >= recipe.threshold
+        hi, lo = np.where(passes, mid, hi), np.where(passes, lo, mid)
+    never = wilson_lower_bound(1.0, cap, recipe.confidence_z) < recipe.threshold
+    return np.where(never, 1.01, hi)
+
+
 def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
-             n_eff: np.ndarray | None = None) -> np.ndarray:
-    """Leaves whose candidate status is decided for every class at ``adaptive_z``."""
-    _, lo, up = _bounds(counts, sent, copies, recipe.adaptive_z, n_eff)
+             n_eff: np.ndarray | None = None, needed: np.ndarray | None = None) -> np.ndarray:
+    """Leaves whose candidate status is decided for every class at ``adaptive_z``.
+
+    ``needed`` is :func:`needed_rate` per leaf (the threshold itself when unset).
+    """
+    p, lo, up = _bounds(counts, sent, copies, recipe.adaptive_z, n_eff)
+    need = recipe.threshold if needed is None else np.asarray(needed)[None, :]
     k = min(recipe.top_k, lo.shape[1])
     kth = -np.partition(-lo, k - 1, axis=1)[:, k - 1 : k]  # per class, the top_k-th best lower bound
-    out = (up < recipe.threshold) | (up < kth)  # cannot pass the threshold, or cannot make the top_k
-    settled = lo >= recipe.threshold  # surely a candidate: more images would only refine it
+    out = (up < need) | (up < kth)  # cannot become a candidate even at full capacity, or cannot make the top_k
+    # Surely a candidate, and measured well enough: its score enters the objective, where
+    # clusters differ by a few hundredths, so a candidate leaf is refined to ``adaptive_precision``.
+    # Only the top_k of a class's sure candidates enter it: a 10-class model has ~100 leaves
+    # at 0.9 per class, and refining the ties beyond its top_k buys nothing.
+    sure = lo >= recipe.threshold
+    _, lo1, up1 = _bounds(counts, sent, copies, recipe.confidence_z, n_eff)
+    measured = np.where(sure, p, -1.0)
+    kth_sure = -np.partition(-measured, k - 1, axis=1)[:, k - 1 : k]
+    enters = sure & (measured >= kth_sure)
+    settled = sure & (~enters | ((up1 - lo1) / 2 <= recipe.adaptive_precision))
     return np.all(out | settled, axis=0)
 
 
