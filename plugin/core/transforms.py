@@ -186,7 +186,7 @@ def resize_batch(images: Sequence, spec, device: str | None = None) -> list:
                 x = torch.nn.functional.interpolate(x.float(), size=list(size), mode=mode, **kw)
                 x = x.round_().clamp_(0, 255).to(torch.uint8)
             else:
-                x = torch.nn.functional.interpolate(x.contiguous(), size=list(size), mode=mode, **kw)
+                x = torch.nn.functional.interpolate(x, size=list(size), mode=mode, **kw)  # channels-last: the uint8 fast path
         for k, i in enumerate(idx):
             out[i] = x[k]
     return out
