@@ -399,6 +399,12 @@ def runs_of_key(experiment_id: str, key: str, *, running_only: bool = False, max
     return client().search_runs([experiment_id], q, max_results=max_results)
 
 
+def running_claims(experiment_id: str) -> list:
+    """Child runs still RUNNING in ``experiment_id`` that a scan claimed (they carry an owner and a ledger key)."""
+    runs = client().search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
+    return [r for r in runs if r.data.tags.get(T_OWNER) and r.data.tags.get(T_KEY) and T_SCAN not in r.data.tags]
+
+
 def running_scans(experiment_id: str) -> list:
     """Parent scan runs still RUNNING in ``experiment_id``."""
     return client().search_runs([experiment_id], f"tags.`{T_SCAN}` = '1' and attributes.status = 'RUNNING'",

@@ -78,6 +78,7 @@ def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
     assert not marker.exists()
     parent = mlflow.get_run(first.run_id)
     assert parent.data.tags[TAG_PREFIX + "scan"] == "1" and parent.data.tags[TAG_PREFIX + "source"] == spec
+    assert mlflow.get_experiment(parent.info.experiment_id).name == "domain-finder"  # the CLI's default too
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id)}
     assert {"scan_summary.csv", "scan_summary.md"} <= arts
 
@@ -193,8 +194,7 @@ def test_full_demo_scan(tmp_path, monkeypatch):
 def test_sigkill_then_rerun_no_duplicates(small_hub, tmp_path, monkeypatch):
     marker = tmp_path / "payload-ran"
     monkeypatch.setenv(demo_hub.PAYLOAD_MARKER_ENV, str(marker))
-    # The CLI scan and the in-process rerun must share one experiment, the ledger's scope.
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "domain-finder")
+    # The CLI scan and the in-process rerun share one experiment, the ledger's scope: both default to it.
     spec = f"dir:{small_hub}"
     recipe_file = tmp_path / "fast.yaml"
     import yaml
@@ -274,3 +274,28 @@ def test_reap_stale_runs_only_kills_runs_older_than_the_timeout():
     assert client.get_run(old).info.status == "KILLED"
     assert "died" in client.get_run(old).data.tags["domain_finder.error"]
     assert client.get_run(fresh).info.status == "RUNNING"
+
+
+def test_claims_of_a_dead_scan_are_reaped_whatever_their_repo():
+    """A dead scan's RUNNING claim is ended KILLED by the next scan's sweep; a live owner's claim is kept."""
+    import socket
+
+    from crawler.scan import ledger
+    from plugin.tracking import T_KEY, T_OWNER, ledger_key
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("Default").experiment_id
+    orphan = client.create_run(exp, tags={T_KEY: ledger_key("t/gone", "a" * 40),
+                                          T_OWNER: f"{socket.gethostname()}:{dead.pid}:0"}).info.run_id
+    mine = client.create_run(exp, tags={T_KEY: ledger_key("t/live", "b" * 40), T_OWNER: ledger.owner_tag()}).info.run_id
+    ledger.hold(mine)
+    plain = client.create_run(exp).info.run_id  # not a claim: someone's own investigation
+    try:
+        assert ledger.reap_dead_claims(exp, timeout_s=3600) == 1
+    finally:
+        ledger.release(mine)
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert "died" in client.get_run(orphan).data.tags[TAG_PREFIX + "error"]
+    assert client.get_run(mine).info.status == "RUNNING" and client.get_run(plain).info.status == "RUNNING"

@@ -213,6 +213,22 @@ def reap_dead_scans(experiment_id: str) -> int:
     return reaped
 
 
+def reap_dead_claims(experiment_id: str, timeout_s: float) -> int:
+    """Ends as KILLED every claim a dead scan left RUNNING in ``experiment_id``.
+
+    :func:`reap_stale_runs` reaps a key's runs when a scan claims that key
+    again; a claim on a repo the next scans never claim (settled meanwhile,
+    or gone from the listing) would otherwise stay RUNNING for good.
+    """
+    now_ms = time.time() * 1000
+    reaped = 0
+    for r in tracking.running_claims(experiment_id):
+        if _stale(r, timeout_s, now_ms):
+            tracking.fail_run(r.info.run_id, "the scan that owned this run died before it finished", status="KILLED")
+            reaped += 1
+    return reaped
+
+
 def hold(run_id: str) -> None:
     """Marks ``run_id`` as held by this process (a live owner)."""
     _LIVE.add(run_id)
@@ -293,4 +309,5 @@ def fail(run_id: str, reason: str, category: str, *, verified: bool = False, lim
 
 __all__ = ["CRASH", "FAILED", "FAILED_CORRUPT", "HUB_ERROR", "INVALID_REPO", "REFUSED_UNSAFE", "RESOURCE_LIMIT",
            "TIMEOUT", "T_MODEL_ID", "T_REVISION", "backoff_s", "category_of", "claim", "classify_error", "fail",
-           "find_audit", "hold", "limits_of", "owner_tag", "reap_dead_scans", "reap_stale_runs", "release"]
+           "find_audit", "hold", "limits_of", "owner_tag", "reap_dead_claims", "reap_dead_scans", "reap_stale_runs",
+           "release"]

@@ -56,16 +56,21 @@ LISTING_ROW = "(listing)"  # the row that records a listing that failed part-way
 T_LISTING_ERROR = "domain_finder.listing_error"
 
 
-def scan(source_spec: str, corpus: str = "demo", recipe: Recipe | str | None = None, **options) -> ScanReport:
+def scan(source_spec: str, corpus: str = "demo", recipe: Recipe | str | None = None,
+         experiment: str | None = None, **options) -> ScanReport:
     """Scans ``source_spec`` (``demo``, ``dir:PATH``, ``hf[:ENDPOINT]``) once; see the module docstring.
 
     Args:
         source_spec: where to list models (see :func:`crawler.sources.get_source`).
         corpus: corpus name or folder, passed to each investigation.
         recipe: a Recipe, a recipe name/path, or None for the defaults.
+        experiment: the MLflow experiment, and so the ledger's scope; default
+            ``$MLFLOW_EXPERIMENT_NAME``, else ``domain-finder``, as for the CLI.
         **options: the other fields of :class:`ScanOptions`.
     """
-    return run_scan(source_spec, ScanOptions.build(recipe, corpus=corpus, **options))
+    opts = ScanOptions.build(recipe, corpus=corpus, **options)
+    with tracking.experiment(experiment):
+        return run_scan(source_spec, opts)
 
 
 def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
@@ -83,6 +88,7 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
         ledger.hold(parent.info.run_id)
         tracking.set_tags({T_OWNER: ledger.owner_tag()})
         ledger.reap_dead_scans(exp)
+        ledger.reap_dead_claims(exp, opts.timeout_s)
         tracking.log_params({"scan.source": source_spec, **opts.params()})
         tracking.log_params({f"recipe.{k}": v for k, v in opts.recipe.to_params().items()})
         target = _Target(exp, parent.info.run_id, source, source_spec)
