@@ -269,12 +269,14 @@ def use_experiment(name: str | None = None) -> str | None:
 
 
 @contextlib.contextmanager
-def experiment(name: str | None = None) -> Iterator[str | None]:
+def experiment(name: str | None = None, *, keep_active: bool = False) -> Iterator[str | None]:
     """:func:`use_experiment` for the duration of one command, then the previous active experiment again.
 
     MLflow keeps the active experiment in a module global and in
     ``$MLFLOW_EXPERIMENT_ID``; restoring both keeps a library caller (or the
     next test, on another store) from inheriting an experiment id it lacks.
+    With ``keep_active`` and no ``name``, an experiment the caller already
+    made active (``mlflow.set_experiment``, ``$MLFLOW_EXPERIMENT_ID``) is kept.
     """
     import os
 
@@ -282,7 +284,7 @@ def experiment(name: str | None = None) -> Iterator[str | None]:
 
     prev_id, prev_env = getattr(fluent, "_active_experiment_id", None), os.environ.get("MLFLOW_EXPERIMENT_ID")
     try:
-        yield use_experiment(name)
+        yield (prev_id or prev_env) if keep_active and name is None and (prev_id or prev_env) else use_experiment(name)
     finally:
         fluent._active_experiment_id = prev_id
         if prev_env is None:

@@ -18,12 +18,16 @@ def isolated_stores(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     import mlflow
+    from mlflow.tracking import fluent
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    fluent._active_experiment_id = None  # an experiment id of another test's store means nothing here
     yield
     while mlflow.active_run():
         mlflow.end_run()
+    fluent._active_experiment_id = None
 
 
 @pytest.fixture(scope="session")

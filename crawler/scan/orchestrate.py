@@ -65,11 +65,12 @@ def scan(source_spec: str, corpus: str = "demo", recipe: Recipe | str | None = N
         corpus: corpus name or folder, passed to each investigation.
         recipe: a Recipe, a recipe name/path, or None for the defaults.
         experiment: the MLflow experiment, and so the ledger's scope; default
-            ``$MLFLOW_EXPERIMENT_NAME``, else ``domain-finder``, as for the CLI.
+            the caller's active experiment, else ``$MLFLOW_EXPERIMENT_NAME``,
+            else ``domain-finder``, as for the CLI.
         **options: the other fields of :class:`ScanOptions`.
     """
     opts = ScanOptions.build(recipe, corpus=corpus, **options)
-    with tracking.experiment(experiment):
+    with tracking.experiment(experiment, keep_active=True):
         return run_scan(source_spec, opts)
 
 
