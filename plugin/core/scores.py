@@ -4,12 +4,14 @@ Sees only a :class:`~plugin.core.blackbox.BlackBox` and a
 :class:`~plugin.core.corpus.Corpus`. Two passes share one streaming pipeline:
 
 * **exhaustive**: ``images_per_leaf`` images (x copies) to every leaf;
-* **adaptive** (the default): rounds of images per leaf. After each round a
-  leaf closes once a confidence bound (``adaptive_z``) decides, for every
-  class, that it cannot be a candidate (its upper bound is below the
-  threshold, or ``top_k`` other leaves are surely better) or that it surely
-  is one. Then successive halving keeps the more promising half of the leaves
-  still open, whose images per leaf grow by ``adaptive_growth`` up to the cap.
+* **adaptive** (the default): rounds of images per leaf, growing by
+  ``adaptive_growth`` up to the cap. After each round a leaf closes once a
+  confidence bound (``adaptive_z``) decides, for every class, that it cannot
+  be a candidate (its upper bound is below the rate a candidate needs at full
+  capacity, or ``top_k`` other leaves are surely better) or that it surely is
+  one whose score is known to ``adaptive_precision``. The bounds count copies
+  by how alike the black box labels them (Kish's design effect). Successive
+  halving of the undecided leaves is an opt-in budget device.
 
 Images stream through in chunks: a thread prefetches the next leaves' images
 (decoding a lazy corpus) while the current chunk is expanded and queried, so
@@ -349,7 +351,7 @@ def needed_rate(capacity: np.ndarray, recipe: Recipe) -> np.ndarray:
 
     Candidates are judged on the Wilson bound at ``confidence_z`` over the
     images a leaf gives, so even at full capacity a leaf needs a rate above
-    the threshold itself (0.39 at 30 images, 0.37 at 50 for threshold 0.3).
+    the threshold itself (0.38 at 30 images, 0.36 at 50 for threshold 0.3).
     A leaf that stops early gives fewer images and needs more still. Above 1
     when no rate can pass (a leaf too small ever to be a candidate).
     """

@@ -154,10 +154,11 @@ def resize_batch(images: Sequence, spec, device: str | None = None) -> list:
     together, one interpolate call per shape: there a per-image call costs
     more in launches and Python than the resize itself (28 px demo images: 4x
     faster batched). Large images on CPU go one at a time, zero-copy, since
-    stacking them costs a copy and buys nothing (measured at 375x500). torch's antialiased
-    uint8 resize on CPU (torchvision's fast path); float on other devices,
-    rounded back to uint8 as torchvision does. Each image's result is the
-    same as resizing it alone.
+    stacking them costs a copy and buys nothing (measured at 375x500).
+
+    torch's antialiased uint8 resize on CPU (torchvision's fast path, kept
+    channels-last); float on other devices, rounded back to uint8 as
+    torchvision does. Each image's result is the same as resizing it alone.
     """
     import torch
 
