@@ -8,7 +8,9 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup  ## the main job on the embedded demo
-	$(VENV)/bin/domain-finder scan --source demo
+	@# The demo hub plants a pickle payload and truncated weights; refusing them is the expected result,
+	@# which the scan reports as exit 4 ("some repos failed"). Any other failure still fails the target.
+	$(VENV)/bin/domain-finder scan --source demo || { rc=$$?; [ $$rc -eq 4 ] && echo "make demo: exit 4 is expected here (the two planted hostile repos were refused)"; [ $$rc -eq 4 ]; }
 
 test: setup  ## the import contracts, then the whole test suite (slow end-to-end tests included, kept small)
 	$(VENV)/bin/lint-imports

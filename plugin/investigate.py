@@ -315,7 +315,10 @@ def run_followups(names: list[str], bb, corpus: Corpus, result: SearchResult, re
     out = []
     for name in names:
         check = get_check(name)  # unknown names fail fast, before any work
-        options = {**recipe.check_options.get(name, {}), **(extra_options or {}).get(name, {})}
+        extra = (extra_options or {}).get(name)
+        # A plan's options replace the recipe's, not merge with them: the plan has already turned the
+        # recipe's aux ``corpora`` into ``loaded`` corpora, and both together would list each one twice.
+        options = dict(extra) if extra is not None else dict(recipe.check_options.get(name, {}))
         ctx = CheckContext(bb, corpus, result, recipe, info, options, out_dir, model_id)
         if on_start:
             on_start(name)

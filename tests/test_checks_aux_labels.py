@@ -151,3 +151,16 @@ def test_labelled_demo_model_is_still_undocumented(demo_models):
     doc = assess_documentation(None, json.loads((folder / "config.json").read_text()))
     assert doc.undocumented and doc.score == pytest.approx(0.8)  # label names alone take off only 0.2
     assert not math.isnan(doc.score)
+
+
+def test_recipe_aux_corpora_reach_the_check_once_through_a_plan(footwear_search, demo_corpus, tmp_path):
+    """The demo recipe names two aux corpora; the plan loads them, and the check scores each once."""
+    from plugin.investigate import plan_investigation, run_followups
+
+    bb, result = footwear_search
+    recipe = Recipe.load("demo").replace(check_options={"aux": {"corpora": ["demo-digits-faces", "demo-fashion"],
+                                                                "max_per_leaf": 2}})
+    plan = plan_investigation(demo_corpus, recipe)
+    done = run_followups(["aux"], bb, demo_corpus, result, recipe, bb.info, "footwear", tmp_path, plan.check_options)
+    assert done[0].applicable, done[0].reason
+    assert set(done[0].summary) == {"demo-digits-faces", "demo-fashion"}
