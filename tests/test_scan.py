@@ -299,3 +299,20 @@ def test_claims_of_a_dead_scan_are_reaped_whatever_their_repo():
     assert client.get_run(orphan).info.status == "KILLED"
     assert "died" in client.get_run(orphan).data.tags[TAG_PREFIX + "error"]
     assert client.get_run(mine).info.status == "RUNNING" and client.get_run(plain).info.status == "RUNNING"
+
+
+def test_listing_keeps_triage_facts_not_cards():
+    """Listed entries drop card and config (a hostile hub's listing stays small) but keep what triage decides on."""
+    from crawler.cards import assess_documentation
+    from crawler.scan.orchestrate import _Listed
+    from crawler.sources import HubModel
+
+    card = "---\ndatasets: [fashion_mnist]\n---\n# A classifier\n" + "x" * 200_000
+    documented = HubModel("t/doc", "a" * 40, None, (), (), None, card, {"num_classes": 3})
+    encoder = HubModel("t/enc", "b" * 40, None, (), (), None, None, {"num_classes": 0})
+    for model in (documented, encoder):
+        listed = _Listed.of(model)
+        assert listed.model.card_text is None and listed.model.config is None
+        assert listed.model.repo_id == model.repo_id and listed.model.sha == model.sha
+        assert listed.doc == assess_documentation(model.card_text, model.config)
+    assert _Listed.of(encoder).encoder and not _Listed.of(documented).encoder

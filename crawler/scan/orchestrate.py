@@ -33,7 +33,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from crawler.cards import assess_documentation
@@ -97,12 +97,15 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
         if opts.progress:
             print(f"scan {source_spec}: starting (scan run {report.run_id[:8]}, experiment {exp}); listing models",
                   flush=True)
-        models = list(_listing(source, report))  # listing is cheap; knowing the total gives the bar its ETA
+        # Listing first gives the bar its total and ETA; each entry keeps only what triage needs, not
+        # its card (up to 512 KiB) and config (up to 4 MiB), so a hostile hub's listing stays small.
+        models = [_Listed.of(m) for m in _listing(source, report)]
         bar = _ModelBar(len(models), opts.progress)
-        for model in models:
+        for listed in models:
+            model = listed.model
             bar.start(model.repo_id)
             t0 = time.time()
-            row = _scan_guarded(target, model, opts)
+            row = _scan_guarded(target, model, opts, listed)
             row.seconds = time.time() - t0
             report.rows.append(row)
             bar.done(_row_line(row))
@@ -153,10 +156,28 @@ class _Target:
     source_spec: str
 
 
-def _triage(model: HubModel, opts: ScanOptions, doc) -> ScanRow | None:
+@dataclass(frozen=True)
+class _Listed:
+    """A listed model without its card and config, with the triage facts drawn from them."""
+
+    model: HubModel
+    doc: object | None  # crawler.cards.Documentation; None: assessed (and failed) again under the guard
+    encoder: bool
+
+    @classmethod
+    def of(cls, model: HubModel) -> _Listed:
+        try:
+            doc = assess_documentation(model.card_text, model.config)
+            encoder = model.config is not None and not is_classifier(model.config)
+        except Exception:  # noqa: BLE001 - kept whole: _scan_one assesses it again and fails it with its reason
+            return cls(model, None, False)
+        return cls(replace(model, card_text=None, config=None), doc, encoder)
+
+
+def _triage(model: HubModel, opts: ScanOptions, doc, encoder: bool) -> ScanRow | None:
     """A row for a model the scan skips without a run (encoder, documented), else None."""
     row = ScanRow(model.repo_id, model.sha or "", "")
-    if model.config is not None and not is_classifier(model.config):
+    if encoder:
         row.outcome, row.reason = SKIPPED_ENCODER, "num_classes is 0 or config names no classes (a feature encoder)"
         return row
     if not doc.undocumented and not opts.include_documented:
@@ -168,10 +189,10 @@ def _triage(model: HubModel, opts: ScanOptions, doc) -> ScanRow | None:
     return None
 
 
-def _scan_guarded(target: _Target, model: HubModel, opts: ScanOptions) -> ScanRow:
+def _scan_guarded(target: _Target, model: HubModel, opts: ScanOptions, listed: _Listed | None = None) -> ScanRow:
     """The per-repo boundary: any exception becomes a FAILED child run with its category."""
     try:
-        return _scan_one(target, model, opts)
+        return _scan_one(target, model, opts, listed)
     except Exception as e:  # noqa: BLE001 - one repo never takes down a scan
         row = ScanRow(str(model.repo_id), str(model.sha or ""), "")
         try:
@@ -209,7 +230,7 @@ def _fail_entry(target: _Target, model: HubModel, opts: ScanOptions, row: ScanRo
     return _row_of_run(row, tracking.get_run(run_id))
 
 
-def _scan_one(target: _Target, model: HubModel, opts: ScanOptions) -> ScanRow:
+def _scan_one(target: _Target, model: HubModel, opts: ScanOptions, listed: _Listed | None = None) -> ScanRow:
     row = ScanRow(model.repo_id, model.sha or "", "")
     if model.error:  # the listing entry itself: invalid id or sha, or its card/config could not be fetched
         limits = {model.limit[0]: model.limit[1]} if model.limit else None
@@ -219,8 +240,12 @@ def _scan_one(target: _Target, model: HubModel, opts: ScanOptions) -> ScanRow:
                        retry_failed=opts.retry_failed)
     if prior is not None:
         return _already(row, prior)
-    doc = assess_documentation(model.card_text, model.config)
-    skipped = _triage(model, opts, doc)
+    if listed is not None and listed.doc is not None:
+        doc, encoder = listed.doc, listed.encoder
+    else:
+        doc = assess_documentation(model.card_text, model.config)
+        encoder = model.config is not None and not is_classifier(model.config)
+    skipped = _triage(model, opts, doc, encoder)
     if skipped is not None:
         return skipped
     if opts.backend == "kubernetes":
