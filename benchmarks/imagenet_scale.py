@@ -21,13 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from plugin.core.blackbox import CountingBlackBox, InputSpec
-from plugin.core.corpus import Corpus, Leaf
+from plugin.core.corpus import Corpus, LazyImages, Leaf
 from plugin.core.hierarchy import Hierarchy
 from plugin.core.recipe import Recipe
 
@@ -43,20 +42,14 @@ def imagenet_synsets(n: int) -> list[str]:
     return [info.index_to_label_name(int(k * step)) for k in range(n)]  # spread over the whole tree
 
 
-class SyntheticImages(Sequence):
+class SyntheticImages(LazyImages):
     """``count`` images of leaf ``j``, made on access (about 0.2 ms each), never stored."""
 
     def __init__(self, j: int, count: int):
-        self.j, self.count = j, count
+        super().__init__(count)
+        self.j = j
 
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(self.count))]
-        if not 0 <= k < self.count:
-            raise IndexError(k)
+    def _load(self, k: int) -> np.ndarray:
         h, w = SIZES[(self.j * 7 + k) % len(SIZES)]
         img = np.empty((h, w, 3), np.uint8)
         img[..., 0] = LEVEL // 2 + LEVEL * (self.j // 32)

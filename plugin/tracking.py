@@ -284,7 +284,8 @@ def experiment(name: str | None = None, *, keep_active: bool = False) -> Iterato
 
     prev_id, prev_env = getattr(fluent, "_active_experiment_id", None), os.environ.get("MLFLOW_EXPERIMENT_ID")
     try:
-        yield (prev_id or prev_env) if keep_active and name is None and (prev_id or prev_env) else use_experiment(name)
+        active = prev_id or prev_env
+        yield active if keep_active and name is None and active else use_experiment(name)
     finally:
         fluent._active_experiment_id = prev_id
         if prev_env is None:

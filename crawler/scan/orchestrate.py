@@ -167,11 +167,16 @@ class _Listed:
     @classmethod
     def of(cls, model: HubModel) -> _Listed:
         try:
-            doc = assess_documentation(model.card_text, model.config)
-            encoder = model.config is not None and not is_classifier(model.config)
+            doc, encoder = _triage_facts(model)
         except Exception:  # noqa: BLE001 - kept whole: _scan_one assesses it again and fails it with its reason
             return cls(model, None, False)
         return cls(replace(model, card_text=None, config=None), doc, encoder)
+
+
+def _triage_facts(model: HubModel):
+    """``(documentation assessment, is an encoder)`` from the model's card and config."""
+    encoder = model.config is not None and not is_classifier(model.config)
+    return assess_documentation(model.card_text, model.config), encoder
 
 
 def _triage(model: HubModel, opts: ScanOptions, doc, encoder: bool) -> ScanRow | None:
@@ -240,11 +245,8 @@ def _scan_one(target: _Target, model: HubModel, opts: ScanOptions, listed: _List
                        retry_failed=opts.retry_failed)
     if prior is not None:
         return _already(row, prior)
-    if listed is not None and listed.doc is not None:
-        doc, encoder = listed.doc, listed.encoder
-    else:
-        doc = assess_documentation(model.card_text, model.config)
-        encoder = model.config is not None and not is_classifier(model.config)
+    known = listed is not None and listed.doc is not None
+    doc, encoder = (listed.doc, listed.encoder) if known else _triage_facts(model)
     skipped = _triage(model, opts, doc, encoder)
     if skipped is not None:
         return skipped

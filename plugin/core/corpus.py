@@ -7,6 +7,7 @@ disk lives in :mod:`plugin.corpora`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
@@ -14,6 +15,26 @@ import numpy as np
 
 from plugin.core.errors import CorpusError, UnknownNameError
 from plugin.core.hierarchy import Hierarchy
+
+
+class LazyImages(SequenceABC):
+    """A leaf's ``n`` images made on access, one at a time, never all resident; subclasses give ``_load``."""
+
+    def __init__(self, n: int):
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self._n))]
+        if not -self._n <= k < self._n:
+            raise IndexError(k)
+        return self._load(k % self._n)
+
+    def _load(self, k: int) -> np.ndarray:
+        raise NotImplementedError
 
 
 @dataclass

@@ -61,11 +61,6 @@ def _components(adjacent: np.ndarray) -> list[list[int]]:
     return sorted(([k for k in range(len(label)) if label[k] == g] for g in range(n)), key=lambda g: g[0])
 
 
-def _leaf_size(sp: ScorePass) -> np.ndarray:
-    """Images each leaf can supply (an adaptive pass may have sent fewer)."""
-    return np.asarray(sp.support)
-
-
 def _adjusted(sp: ScorePass, recipe: Recipe) -> np.ndarray:
     return wilson_lower_bound(sp.scores, sp.support[None, :], recipe.confidence_z)
 
@@ -150,7 +145,7 @@ def _domain_one_to_one(side: str | None, sp: ScorePass, adjusted: np.ndarray, hi
     """
     if side is None:
         return 0.0
-    size = _leaf_size(sp)
+    size = sp.support
     taker = sp.counts.argmax(axis=0)
     cols = [j for j, s in enumerate(sp.leaves) if size[j] >= recipe.min_samples
             and adjusted[taker[j], j] >= recipe.threshold and hier.is_ancestor(side, s)]
@@ -197,7 +192,7 @@ def sink_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Rec
     """
     adjusted = _adjusted(sp, recipe)
     taker = sp.counts.argmax(axis=0)
-    big = _leaf_size(sp) >= recipe.min_samples  # one photo is no evidence of a sink either
+    big = sp.support >= recipe.min_samples  # one photo is no evidence of a sink either
     flags = []
     for c in classes:
         if not (c.found and c.leaves):

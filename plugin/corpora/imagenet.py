@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence as SequenceABC
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from plugin.core.corpus import Corpus, Leaf
+from plugin.core.corpus import Corpus, LazyImages, Leaf
 from plugin.core.errors import CorpusError, CorruptImageError, HierarchyError
 from plugin.core.hierarchy import Hierarchy, normalize_wnid
 from plugin.core.settings import cache_root
@@ -72,36 +71,26 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-class CachedImages(SequenceABC):
+class CachedImages(LazyImages):
     """A leaf's images in its ``.npz`` cache file, read one at a time on access."""
 
     def __init__(self, path: Path, n: int):
-        self.path, self.n = path, n
+        super().__init__(n)
+        self.path = path
 
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(self.n))]
-        if not -self.n <= k < self.n:
-            raise IndexError(k)
+    def _load(self, k: int) -> np.ndarray:
         with np.load(self.path, allow_pickle=False) as z:
-            return z[f"img{k % self.n}"]
+            return z[f"img{k}"]
 
 
-class FileImages(SequenceABC):
+class FileImages(LazyImages):
     """A leaf's (already validated) image files, decoded one at a time on access."""
 
     def __init__(self, files: Sequence[Path], max_side: int | None, short_side: int | None):
+        super().__init__(len(files))
         self.files, self.max_side, self.short_side = list(files), max_side, short_side
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
+    def _load(self, k: int) -> np.ndarray:
         return decode_image(self.files[k], self.max_side, self.short_side)
 
 
