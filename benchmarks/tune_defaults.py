@@ -14,12 +14,14 @@ seed, since it flips between seeds even with the exhaustive pass. Also
 printed: the planted-decoy model's classes (T: true leaf chosen, P: planted
 digit chosen).
 
-    python benchmarks/tune_defaults.py [--recipe demo] [--score-pass exhaustive] [--seeds 0 1 2]
+    python benchmarks/tune_defaults.py [--recipe demo] [--score-pass exhaustive] [--seeds 0 1 2] [--set KEY=VALUE]
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+
+import yaml
 
 from plugin.models.torch_blackbox import TorchBlackBox
 from plugin.demo.corpus import DIGIT_SYNSETS, FASHION_SYNSETS, load_demo_corpus
@@ -40,7 +42,8 @@ CHOICE_GRID = dict(coherence=[0.0, 0.25, 0.5, 1.0], coherence_anchor_classes=[1,
 def drop_leaf(sp: ScorePass, corpus, synset: str):
     keep = [k for k, s in enumerate(sp.leaves) if s != synset]
     return (ScorePass([sp.leaves[k] for k in keep], sp.counts[:, keep], sp.totals[keep], sp.n_images[keep],
-                      [sp.labels[k] for k in keep], sp.queries, 0.0), corpus.without([synset]))
+                      [sp.labels[k] for k in keep], sp.queries, 0.0, capacity=sp.capacity[keep]),
+            corpus.without([synset]))
 
 
 def options_of(sp, corpus, recipe):
@@ -95,11 +98,18 @@ def main() -> None:
                     help="override the recipe's score pass")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="score-pass seeds; the demo ground truth is a knife edge, one seed overstates it")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one recipe knob (YAML value), e.g. --set adaptive_growth=1.5; repeatable")
     ap.add_argument("--top", type=int, default=10)
     args = ap.parse_args()
     truth = build_demo_models()
     corpus = load_demo_corpus()
     base = Recipe.load(args.recipe)
+    if args.set:
+        if not all("=" in kv for kv in args.set):
+            ap.error("--set takes KEY=VALUE")
+        sets = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        base = Recipe.from_dict({**base.to_dict(), **sets}, source="--set")
     if args.score_pass:
         base = base.replace(score_pass=args.score_pass)
     names = [*FASHION_MODELS, "digits", *(m for m in (MIXED, DECOY) if m in truth["models"])]

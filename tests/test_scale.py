@@ -100,6 +100,30 @@ def test_tensor_path_distorts_and_is_seeded():
     assert all(float((a[k] - a[0]).abs().mean()) > 0.01 for k in range(1, 4))
 
 
+def test_one_shape_fast_path_equals_the_mixed_shape_path():
+    """Images of one shape skip the per-image canvas loop; the copies are the same as with padding."""
+    spec = InputSpec((32, 32), 0.875, "center", "bilinear", (0.5,) * 3, (0.5,) * 3)
+    rng = np.random.default_rng(3)
+    same = [rng.integers(0, 256, (28, 28, 3), dtype=np.uint8) for _ in range(3)]
+    recipe = Recipe(noise=0)
+    alone = expand_to_input([(same, 4)], recipe, spec)
+    mixed = expand_to_input([(same + [rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)], 4)], recipe, spec)
+    assert alone.shape == (12, 3, 32, 32)
+    assert float((alone - mixed[:12]).abs().max()) < 1e-3
+
+
+def test_homographies_for_many_images_follow_the_per_image_stream():
+    """One draw for a whole job gives what one call per image would: batching does not change a copy."""
+    from plugin.core.transforms import homographies_per_image, random_homographies
+
+    sizes = [(28, 28), (375, 500), (240, 320)]
+    for recipe in (Recipe(), Recipe(perspective=0)):
+        one, many = np.random.default_rng(9), np.random.default_rng(9)
+        ref = np.concatenate([random_homographies(3, h, w, recipe, one) for h, w in sizes])
+        assert np.array_equal(homographies_per_image(sizes, 3, recipe, many), ref)
+        assert one.random() == many.random()  # the stream is left where the per-image calls leave it
+
+
 def test_expand_leaf_still_returns_raw_copies():
     img = np.full((20, 30, 3), 100, np.uint8)
     out = expand_leaf([img, img], Recipe(transforms_per_image=3), seed=0)

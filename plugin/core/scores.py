@@ -150,6 +150,15 @@ class _Pipeline:
         else:
             self.chunk = CHUNK
         self.max_images = max(1, self.chunk // copies)  # images per job, so a job fits a chunk
+        # One pool for the whole pass: the adaptive pass runs a round at a time, and
+        # starting threads per round cost a 32 px model's search about 5% of its time.
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="df-fetch")
+
+    def __enter__(self) -> "_Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def split(self, jobs: list[Job]) -> list[Job]:
         out = []
@@ -168,14 +177,18 @@ class _Pipeline:
         return fetched
 
     def _fetched(self, jobs: list[Job]) -> Iterator[tuple[Job, list]]:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="df-fetch") as pool:
-            pending = [pool.submit(self._fetch, job) for job in jobs[:PREFETCH]]
+        pending = [self.pool.submit(self._fetch, job) for job in jobs[:PREFETCH]]
+        try:
             for k, job in enumerate(jobs):
                 images = pending[k].result()
                 pending[k] = None  # drop the reference: memory bounded by the prefetch window
                 if k + PREFETCH < len(jobs):
-                    pending.append(pool.submit(self._fetch, jobs[k + PREFETCH]))
+                    pending.append(self.pool.submit(self._fetch, jobs[k + PREFETCH]))
                 yield job, images
+        finally:  # a failed chunk (a hostile black box) leaves no fetch running on
+            for f in pending:
+                if f is not None:
+                    f.cancel()
 
     def run(self, jobs: list[Job]) -> dict[Job, np.ndarray]:
         """Labels ``(stop - start, copies)`` per job (jobs already split to fit a chunk)."""
@@ -240,40 +253,40 @@ def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progre
     sent = np.zeros(n_leaves, dtype=np.int64)
     parts: list[list[np.ndarray]] = [[] for _ in range(n_leaves)]
     counts = np.zeros((max(blackbox.num_classes or 0, 1), n_leaves), dtype=np.int64)
-    pipe = _Pipeline(blackbox, corpus, recipe, progress)
     adaptive = recipe.score_pass == "adaptive"
     target = recipe.adaptive_first_images if adaptive else int(cap.max())
     is_open = cap > 0
     rounds: list[dict] = []
     agreement = _CopyAgreement(n_leaves, copies)
     needed = needed_rate(cap, recipe)
-    while is_open.any():
-        jobs = [(int(j), int(sent[j]), int(min(cap[j], target))) for j in np.flatnonzero(is_open)]
-        jobs = [jb for jb in jobs if jb[2] > jb[1]]
-        jobs = _within_budget(jobs, recipe, copies, blackbox.num_queries - start_queries + reserve)
-        if not jobs:
-            break
-        q0 = blackbox.num_queries
-        for (j, a, b), lab in pipe.run(pipe.split(jobs)).items():
-            parts[j].append(lab)
-            sent[j] = max(sent[j], b)
-            hi = int(lab.max()) + 1 if lab.size else 0
-            if hi > counts.shape[0]:
-                counts = np.vstack([counts, np.zeros((hi - counts.shape[0], n_leaves), dtype=np.int64)])
-            counts[:, j] += np.bincount(lab.ravel(), minlength=counts.shape[0])
-            agreement.add(j, lab)
-        rounds.append({"images_per_leaf": int(target), "open_leaves": int(is_open.sum()),
-                       "queries": int(blackbox.num_queries - q0)})
-        is_open &= sent < cap
-        if not adaptive or not is_open.any():
-            break
-        kappa = agreement.kappa(counts)
-        rounds[-1]["copy_kappa"] = round(kappa, 3)
-        n_eff = agreement.effective(sent, kappa) if recipe.adaptive_copy_agreement else None
-        is_open &= ~_decided(counts, sent, copies, recipe, n_eff, needed)
-        if recipe.adaptive_halving:
-            is_open = _halve(is_open, counts, sent, copies, recipe, n_eff)
-        target = int(math.ceil(target * recipe.adaptive_growth))
+    with _Pipeline(blackbox, corpus, recipe, progress) as pipe:
+        while is_open.any():
+            jobs = [(int(j), int(sent[j]), int(min(cap[j], target))) for j in np.flatnonzero(is_open)]
+            jobs = [jb for jb in jobs if jb[2] > jb[1]]
+            jobs = _within_budget(jobs, recipe, copies, blackbox.num_queries - start_queries + reserve)
+            if not jobs:
+                break
+            q0 = blackbox.num_queries
+            for (j, a, b), lab in pipe.run(pipe.split(jobs)).items():
+                parts[j].append(lab)
+                sent[j] = max(sent[j], b)
+                hi = int(lab.max()) + 1 if lab.size else 0
+                if hi > counts.shape[0]:
+                    counts = np.vstack([counts, np.zeros((hi - counts.shape[0], n_leaves), dtype=np.int64)])
+                counts[:, j] += np.bincount(lab.ravel(), minlength=counts.shape[0])
+                agreement.add(j, lab)
+            rounds.append({"images_per_leaf": int(target), "open_leaves": int(is_open.sum()),
+                           "queries": int(blackbox.num_queries - q0)})
+            is_open &= sent < cap
+            if not adaptive or not is_open.any():
+                break
+            kappa = agreement.kappa(counts)
+            rounds[-1]["copy_kappa"] = round(kappa, 3)
+            n_eff = agreement.effective(sent, kappa) if recipe.adaptive_copy_agreement else None
+            is_open &= ~_decided(counts, sent, copies, recipe, n_eff, needed)
+            if recipe.adaptive_halving:
+                is_open = _halve(is_open, counts, sent, copies, recipe, n_eff)
+            target = int(math.ceil(target * recipe.adaptive_growth))
     num_classes = blackbox.num_classes or counts.shape[0]
     if counts.shape[0] > num_classes:
         raise ValueError(f"black box returned label {counts.shape[0] - 1} but claims {num_classes} classes")

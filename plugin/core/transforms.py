@@ -30,9 +30,10 @@ _NOISE_BANK = 16  # noise planes drawn per batch; each copy takes one, with a ra
 
 
 def _perspective_matrices(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """``(n, 3, 3)`` homographies mapping 4 ``src`` points onto each ``dst[k]``'s 4 points (batched solve)."""
+    """``(n, 3, 3)`` homographies mapping each ``src[k]``'s 4 points onto ``dst[k]``'s (one batched solve)."""
     n = len(dst)
-    x, y = src[:, 0], src[:, 1]
+    src = np.broadcast_to(src, dst.shape)
+    x, y = src[..., 0], src[..., 1]
     u, v = dst[..., 0], dst[..., 1]
     a = np.zeros((n, 8, 8))
     a[:, 0::2, 0], a[:, 0::2, 1], a[:, 0::2, 2] = x, y, 1
@@ -45,20 +46,39 @@ def _perspective_matrices(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def random_homographies(n: int, h: int, w: int, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
-    """``n`` random forward homographies in pixel coordinates centred on the image."""
-    hw, hh = w / 2.0, h / 2.0
-    corners = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]])
-    theta = np.deg2rad(rng.uniform(-recipe.rotate, recipe.rotate, n))
-    shift = rng.uniform(-recipe.translate, recipe.translate, (n, 2)) * (w, h)
+    """``n`` random forward homographies in pixel coordinates centred on an ``h`` x ``w`` image."""
+    return homographies_per_image([(h, w)], n, recipe, rng)
+
+
+def homographies_per_image(sizes: Sequence[tuple[int, int]], r: int, recipe: Recipe,
+                           rng: np.random.Generator) -> np.ndarray:
+    """``r`` homographies for each image size, image-major: ``(len(sizes) * r, 3, 3)``.
+
+    One draw for all images, not one call per image (a per-image call cost a
+    sixth of a 32 px model's search). The random stream is laid out as if
+    :func:`random_homographies` had been called per image (rotation, shift,
+    then corner jitter), so results do not depend on how images are batched.
+    """
+    m = len(sizes)
+    if m == 0 or r == 0:
+        return np.zeros((0, 3, 3))
+    half = np.asarray(sizes, dtype=float)[:, ::-1] / 2.0  # (m, 2): half width, half height
+    u = rng.random((m, r * (3 + (8 if recipe.perspective else 0))))
+    rot, tr = recipe.rotate, recipe.translate
+    theta = np.deg2rad(-rot + (2 * rot) * u[:, :r])  # low + (high - low) * u: Generator.uniform, bit for bit
+    shift = (-tr + (2 * tr) * u[:, r : 3 * r].reshape(m, r, 2)) * (2 * half[:, None, :])
     c, s = np.cos(theta), np.sin(theta)
-    out = np.zeros((n, 3, 3))
-    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = c, -s, shift[:, 0]
-    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = s, c, shift[:, 1]
-    out[:, 2, 2] = 1
-    if recipe.perspective and n:
+    out = np.zeros((m, r, 3, 3))
+    out[..., 0, 0], out[..., 0, 1], out[..., 0, 2] = c, -s, shift[..., 0]
+    out[..., 1, 0], out[..., 1, 1], out[..., 1, 2] = s, c, shift[..., 1]
+    out[..., 2, 2] = 1
+    out = out.reshape(m * r, 3, 3)
+    if recipe.perspective:
         # torchvision's RandomPerspective: each corner moves inwards by up to
         # distortion_scale * half the side.
-        jitter = rng.uniform(0, recipe.perspective, (n, 4, 2)) * (hw, hh) * -np.sign(corners)
+        corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float)[None] * half[:, None, :]  # (m, 4, 2)
+        corners = np.repeat(corners, r, axis=0)
+        jitter = recipe.perspective * u[:, 3 * r :].reshape(m * r, 4, 2) * np.abs(corners) * -np.sign(corners)
         out = out @ _perspective_matrices(corners, corners + jitter)
     return out
 
@@ -222,24 +242,30 @@ def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
         for img in images:
             t = img if hasattr(img, "permute") else next(done)
             resized.append(t.to(dev, non_blocking=True))
-        hw = [tuple(t.shape[-2:]) for t in resized[len(resized) - len(images):]]
-        for h, w in hw:
-            homs.append(random_homographies(r, h, w, recipe, rng) if r else np.zeros((0, 3, 3)))
+        homs.append(homographies_per_image([tuple(t.shape[-2:]) for t in resized[len(resized) - len(images):]],
+                                           r, recipe, rng))
         seeds.append(int(rng.integers(2**62)))
     n = len(resized)
     if n == 0:
         return torch.zeros((0, 3, oh, ow), device=dev, dtype=getattr(torch, spec.dtype))
     image_hw = np.array([t.shape[-2:] for t in resized], dtype=float)
     ch, cw = int(image_hw[:, 0].max()), int(image_hw[:, 1].max())
-    canvas = torch.zeros((n, 3, ch, cw), dtype=torch.uint8, device=dev)
     pad = np.stack([(ch - image_hw[:, 0]) // 2, (cw - image_hw[:, 1]) // 2], axis=1)
-    for i, t in enumerate(resized):
-        py, px = int(pad[i, 0]), int(pad[i, 1])
-        canvas[i, :, py : py + t.shape[-2], px : px + t.shape[-1]] = t
+    uniform = bool((pad == 0).all())  # one shape (small images, a resized cache): whole-batch ops, no per-image loop
+    if uniform:
+        canvas = torch.stack(resized)
+    else:
+        canvas = torch.zeros((n, 3, ch, cw), dtype=torch.uint8, device=dev)
+        for i, t in enumerate(resized):
+            py, px = int(pad[i, 0]), int(pad[i, 1])
+            canvas[i, :, py : py + t.shape[-2], px : px + t.shape[-1]] = t
     del resized
     offset = np.stack([[_crop_offset(int(h), oh), _crop_offset(int(w), ow)] for h, w in image_hw])
     out = torch.empty((n * k, 3, oh, ow), dtype=torch.float32, device=dev)
-    if recipe.include_original:  # identity copies: a plain crop, no resampling
+    y0, x0 = (int(v) for v in offset[0])
+    if recipe.include_original and uniform and y0 >= 0 and x0 >= 0 and y0 + oh <= ch and x0 + ow <= cw:
+        out.view(n, k, 3, oh, ow)[:, 0] = canvas[:, :, y0 : y0 + oh, x0 : x0 + ow]
+    elif recipe.include_original:  # identity copies: a plain crop, no resampling
         for i in range(n):
             y0, x0 = int(pad[i, 0] + offset[i, 0]), int(pad[i, 1] + offset[i, 1])
             crop = canvas[i, :, max(y0, 0) : y0 + oh, max(x0, 0) : x0 + ow]
