@@ -14,7 +14,7 @@ seed, since it flips between seeds even with the exhaustive pass. Also
 printed: the planted-decoy model's classes (T: true leaf chosen, P: planted
 digit chosen).
 
-    python benchmarks/tune_defaults.py [--recipe demo] [--score-pass exhaustive] [--seeds 0 1 2] [--set KEY=VALUE]
+    python benchmarks/tune_defaults.py [--recipe demo] [--score-pass exhaustive] [--seeds 0 1 2 3 4 5 6 7] [--set KEY=VALUE]
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="demo")
     ap.add_argument("--score-pass", choices=["adaptive", "exhaustive"], default=None,
                     help="override the recipe's score pass")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(8)),
                     help="score-pass seeds; the demo ground truth is a knife edge, one seed overstates it")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one recipe knob (YAML value), e.g. --set adaptive_growth=1.5; repeatable")

@@ -104,6 +104,33 @@ def test_true_leaf_in_chosen_cluster(demo_models, demo_corpus):
 
 
 @pytest.mark.slow
+def test_open_world_guess_weighs_leaves_at_capacity_not_by_queries_spent():
+    """After an adaptive pass a leaf refined to full capacity holds more raw hits at a lower rate.
+
+    The weak guess must rank a leaf by the hits it would give at capacity:
+    leaf 2 (3 of 5 images, stopped early) outranks leaf 0 (8 of 40).
+    """
+    from plugin.core.clusters import candidate_clusters
+    from plugin.core.scores import ScorePass
+
+    corpus = small_corpus()
+    n_images = np.array([40, 0, 5, 0, 0])
+    hits = np.array([8, 0, 3, 0, 0])
+    labels = [np.array([0] * h + [1] * (n - h)).reshape(-1, 1) for n, h in zip(n_images, hits)]
+    counts = np.stack([hits, n_images - hits])
+    sp = ScorePass(corpus.synsets, counts, n_images.copy(), n_images.copy(), labels, int(n_images.sum()), 0.0,
+                   capacity=np.full(5, 40))
+    assert sp.hits_at_capacity[0].tolist() == [8, 0, 24, 0, 0]
+    recipe = Recipe(threshold=0.9, min_samples=20, transforms_per_image=0, include_original=True)  # nothing strong
+    clusters, _ = candidate_clusters(0, sp, corpus, recipe)
+    by_members = {c.members: c for c in clusters}
+    assert all(c.weak for c in clusters)
+    assert by_members[(2,)].functional == pytest.approx(0.75) and by_members[(0,)].functional == pytest.approx(0.25)
+    assert max(clusters, key=lambda c: c.objective).members in {(2,), (0, 2)}
+    exhaustive = ScorePass(corpus.synsets, counts, n_images.copy(), n_images.copy(), labels, 45, 0.0)
+    assert np.array_equal(exhaustive.hits_at_capacity, counts)  # equal to counts when every leaf was sent in full
+
+
 def test_open_world_sneaker_removed(demo_models, demo_corpus):
     corpus = demo_corpus.without([GYM_SHOE])
     f = search(TorchBlackBox.from_folder(model_dir("footwear")), corpus, Recipe.load("demo")).findings

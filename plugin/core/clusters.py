@@ -55,11 +55,11 @@ class ClassSearch:
 
 
 def _cluster_scores(members: list[int], i: int, sp: ScorePass, hier, leaves: list[str], recipe: Recipe, weak: bool = False):
-    hits = sp.counts[i, members].sum()
-    if weak:
-        functional = float(hits / max(sp.counts[i].sum(), 1))  # share of the class's responses
+    if weak:  # share of the class's responses, at full capacity (an adaptive pass sends leaves unequal numbers)
+        hits = sp.hits_at_capacity[i]
+        functional = float(hits[members].sum() / max(hits.sum(), 1))
     else:
-        raw = hits / max(sp.totals[members].sum(), 1)
+        raw = sp.counts[i, members].sum() / max(sp.totals[members].sum(), 1)
         functional = float(wilson_lower_bound(raw, sp.support[members].sum(), recipe.confidence_z))
     if len(members) == 1:
         semantic = recipe.singleton_semantic
@@ -104,7 +104,7 @@ def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) ->
     clusters = _clusters(strong, i, sp, hier, recipe, weak=False, singletons=recipe.singleton_candidates)
     if any(c.n_samples >= recipe.min_samples for c in clusters):
         return clusters, top
-    hits = sp.counts[i]
+    hits = sp.hits_at_capacity[i]
     by_hits = [int(j) for j in np.argsort(-hits, kind="stable")[: recipe.top_k] if hits[j] >= recipe.weak_min_hits]
     return _clusters(by_hits, i, sp, hier, recipe, weak=True), top
 

@@ -85,6 +85,19 @@ class ScorePass:
         return self.capacity
 
     @cached_property
+    def hits_at_capacity(self) -> np.ndarray:
+        """``counts`` scaled to what each leaf can supply: the hits a full pass would expect.
+
+        The open-world guess ranks leaves by their share of a class's hits.
+        After an adaptive pass a leaf that stopped early holds fewer raw hits
+        at the same rate, and a leaf refined to full capacity would win on
+        volume alone. Equal to ``counts`` after an exhaustive pass.
+        """
+        n = np.asarray(self.n_images, dtype=float)
+        scale = np.where(n > 0, np.asarray(self.capacity, dtype=float) / np.maximum(n, 1), 0.0)
+        return self.counts * scale[None, :]
+
+    @cached_property
     def scores(self) -> np.ndarray:
         """The functional-score matrix ``l(i, j)`` (computed once; a 1,000-class pass asks per class)."""
         return self.counts / np.maximum(self.totals, 1)[None, :]
