@@ -183,10 +183,12 @@ class _Pipeline:
         j, a, b = job
         images = self.corpus.leaves[j].images
         fetched = [images[k] for k in range(a, b)]
-        if self.spec is not None and str(self.spec.device) == "cpu":
+        if self.spec is not None:
             from plugin.core.transforms import resize_batch
 
-            fetched = resize_batch(fetched, self.spec)  # in the prefetch thread, one call per image shape
+            # In the prefetch thread, one call per image shape. On CUDA the host side of it
+            # (stacking, pinning, the copy) then overlaps the main thread's wait for the device.
+            fetched = resize_batch(fetched, self.spec)
         return fetched
 
     def _fetched(self, jobs: list[Job]) -> Iterator[tuple[Job, list]]:
