@@ -8,6 +8,7 @@ of the same number of preprocessed inputs, in the same run.
 
     .venv/bin/python benchmarks/gpu_benchmark.py                 # cuda when present: 1,000 leaves
     .venv/bin/python benchmarks/gpu_benchmark.py --device cpu    # small: 10 leaves
+    .venv/bin/python benchmarks/gpu_benchmark.py --short-side 256  # from the loader's resized cache
 """
 from __future__ import annotations
 
@@ -51,12 +52,15 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--batch", type=int, default=None, help="forward batch (default 256 on cuda, 64 on cpu)")
     ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--short-side", type=int, default=None,
+                    help="images as the loader's resized cache gives them (e.g. 256 for a 224 px model); "
+                         "default: the raw sizes, up to 375x500")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     leaves = args.leaves or (1000 if cuda else 10)
     batch = args.batch or (256 if cuda else 64)
     bb = lite0(args.device, batch, not args.no_amp)
-    corpus = Corpus(f"synthetic-{leaves}", [Leaf(f"leaf{j:04d}", f"leaf {j}", SyntheticImages(j, args.images))
+    corpus = Corpus(f"synthetic-{leaves}", [Leaf(f"leaf{j:04d}", f"leaf {j}", SyntheticImages(j, args.images, args.short_side))
                                             for j in range(leaves)])
     rows = []
     warm = Corpus("warm", corpus.leaves[:2])
@@ -82,7 +86,8 @@ def main() -> None:
         sync(args.device)
     rows.append(("pure forward, same queries as exhaustive", n, time.perf_counter() - t0))
     name = torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"tf_efficientnet_lite0 on {name}: {leaves} leaves x {args.images} images x 4 copies, "
+    sizes = f"short side {args.short_side} (resized cache)" if args.short_side else "raw sizes up to 375x500"
+    print(f"tf_efficientnet_lite0 on {name}: {leaves} leaves x {args.images} images x 4 copies ({sizes}), "
           f"batch {batch}, {'bf16 autocast + channels_last' if bb.amp else 'float32'}")
     print("| what | queries | seconds | images/s |")
     print("|---|---:|---:|---:|")

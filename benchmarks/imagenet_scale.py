@@ -43,14 +43,22 @@ def imagenet_synsets(n: int) -> list[str]:
 
 
 class SyntheticImages(LazyImages):
-    """``count`` images of leaf ``j``, made on access (about 0.2 ms each), never stored."""
+    """``count`` images of leaf ``j``, made on access (about 0.2 ms each), never stored.
 
-    def __init__(self, j: int, count: int):
+    ``short_side`` gives them as the loader's resized cache would (``load_imagenet_folder(short_side=)``):
+    the shorter side shrunk to it, never enlarged.
+    """
+
+    def __init__(self, j: int, count: int, short_side: int | None = None):
         super().__init__(count)
         self.j = j
+        self.short_side = short_side
 
     def _load(self, k: int) -> np.ndarray:
         h, w = SIZES[(self.j * 7 + k) % len(SIZES)]
+        if self.short_side and min(h, w) > self.short_side:
+            scale = self.short_side / min(h, w)
+            h, w = max(1, round(h * scale)), max(1, round(w * scale))
         img = np.empty((h, w, 3), np.uint8)
         img[..., 0] = LEVEL // 2 + LEVEL * (self.j // 32)
         img[..., 1] = LEVEL // 2 + LEVEL * (self.j % 32)
