@@ -147,13 +147,13 @@ def stages(n: int, images: int, recipe: Recipe, accuracy: float, input_size: int
     from plugin.checks import get_check
     from plugin.checks.base import CheckContext
     from plugin.core.clusters import candidate_clusters, choose_clusters, finalize_class
-    from plugin.core.scores import effective_min_samples, functional_scores
-    from plugin.core.search import search
+    from plugin.core.scores import effective_min_samples
+    from plugin.core.search import score_pass, search
 
     corpus = synthetic_corpus(n, images)
     row: dict = {"leaves": n}
     bb = TreeBlackBox(corpus, list(range(n)), accuracy, input_size)
-    sp, row["score pass (adaptive)"] = timed(functional_scores, bb, corpus, recipe)
+    sp, row["score pass (adaptive)"] = timed(score_pass, bb, corpus, recipe)
     eff = recipe.replace(min_samples=effective_min_samples(sp, recipe))
     t0 = time.perf_counter()
     options, tops = zip(*(candidate_clusters(i, sp, corpus, eff) for i in range(sp.counts.shape[0])))

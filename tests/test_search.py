@@ -131,6 +131,47 @@ def test_open_world_guess_weighs_leaves_at_capacity_not_by_queries_spent():
     assert np.array_equal(exhaustive.hits_at_capacity, counts)  # equal to counts when every leaf was sent in full
 
 
+class NoisyLeafBox(CountingBlackBox):
+    """Leaf 0 is class 0 for 80% of its images (class 2 otherwise), leaf 1 is class 1, the rest class 2."""
+
+    def _predict(self, images):
+        out = []
+        for im in images:
+            leaf, idx = int(im[0, 0, 0]), int(im[0, 0, 1])
+            out.append((0 if (idx * 37) % 100 < 80 else 2) if leaf == 0 else 1 if leaf == 1 else 2)
+        return np.array(out)
+
+
+def test_adaptive_pass_stops_once_the_answer_is_settled():
+    """Leaf 0 keeps an imprecise score, but no leaf could take class 0 from it: the pass stops early."""
+    leaves = ["n02690373", "n04552348", "n02123045", "n02123394", "n04133789"]
+    h = Hierarchy.from_wordnet(leaves)
+    tagged = lambda k, i: np.dstack([np.full((8, 8), k, np.uint8), np.full((8, 8), i, np.uint8),  # noqa: E731
+                                     np.zeros((8, 8), np.uint8)])
+    corpus = Corpus("noisy", [Leaf(s, h.name(s), [tagged(k, i) for i in range(60)]) for k, s in enumerate(leaves)], h)
+    recipe = Recipe(images_per_leaf=50, transforms_per_image=1, noise=0, rotate=0, translate=0, perspective=0,
+                    min_samples=1)
+    settled = search(NoisyLeafBox(num_classes=3), corpus, recipe)
+    refined = search(NoisyLeafBox(num_classes=3), corpus, recipe.replace(adaptive_settle=False))
+    assert settled.findings.queries < refined.findings.queries
+    assert [c.leaves for c in settled.findings.classes] == [c.leaves for c in refined.findings.classes]
+    assert settled.scores.rounds[-1]["unsettled_classes"] == 0 and len(refined.scores.rounds) > len(settled.scores.rounds)
+
+
+def test_a_close_race_is_not_settled():
+    """Two leaves a few images apart stay open; with hundreds of images each the same race is settled."""
+    from plugin.core.scores import ScorePass, _unsettled_classes
+
+    def best_leaf(sp):
+        return [(int(np.argmax(sp.scores[i])),) for i in range(sp.counts.shape[0])]
+
+    recipe = Recipe()
+    for n, expect in ((4, True), (4000, False)):
+        counts = np.array([[0.55 * n, 0.45 * n], [0.45 * n, 0.55 * n]])
+        sp = ScorePass(["a", "b"], counts, np.array([n, n]), np.array([n, n]), [np.zeros((n, 1), int)] * 2, 2 * n, 0.0)
+        assert _unsettled_classes(best_leaf, sp, np.array([True, True]), 1, recipe, None).tolist() == [expect] * 2
+
+
 def test_open_world_sneaker_removed(demo_models, demo_corpus):
     corpus = demo_corpus.without([GYM_SHOE])
     f = search(TorchBlackBox.from_folder(model_dir("footwear")), corpus, Recipe.load("demo")).findings

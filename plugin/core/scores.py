@@ -34,6 +34,7 @@ from plugin.core.recipe import Recipe
 from plugin.core.transforms import expand_leaf, expand_to_input
 
 Progress = Callable[[int], None]  # called with the number of queries just made
+Choice = Callable[["ScorePass"], list]  # steps 2-4 on a pass: per class, the chosen leaves (or None)
 CHUNK = 512  # raw images expanded ahead of the black box
 CHUNK_PIXELS = 40_000_000  # model-input values per chunk on CPU (about 160 MB of float32)
 PREFETCH = 4  # jobs whose images are fetched (decoded) ahead of the device
@@ -255,10 +256,12 @@ def leaf_capacity(corpus: Corpus, recipe: Recipe) -> np.ndarray:
 
 
 def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
-                      reserve: int = 0) -> ScorePass:
+                      reserve: int = 0, choice: Choice | None = None) -> ScorePass:
     """Step 1: ``l(i, j)`` for every class at once, by the recipe's ``score_pass``.
 
     Rounds are fitted into ``query_budget`` less ``reserve`` (what the follow-up checks need).
+    ``choice`` is steps 2-4 (the search passes it): with ``adaptive_settle``, the
+    adaptive pass stops once the choice is settled (:func:`_choice_settled`).
     """
     t0 = time.time()
     start_queries = blackbox.num_queries
@@ -298,7 +301,18 @@ def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progre
             kappa = agreement.kappa(counts)
             rounds[-1]["copy_kappa"] = round(kappa, 3)
             n_eff = agreement.effective(sent, kappa) if recipe.adaptive_copy_agreement else None
-            is_open &= ~_decided(counts, sent, copies, recipe, n_eff, needed)
+            is_open &= _undecided(counts, sent, copies, recipe, n_eff, needed).any(axis=0)
+            if choice is not None and recipe.adaptive_settle and is_open.any():
+                interim = ScorePass([leaf.synset for leaf in corpus.leaves], counts, sent * copies, sent.copy(),
+                                    [np.concatenate(p) if p else np.zeros((0, copies), np.int64) for p in parts],
+                                    0, 0.0, capacity=cap)
+                unsettled = _unsettled_classes(choice, interim, is_open, copies, recipe, n_eff)
+                rounds[-1]["unsettled_classes"] = int(unsettled.sum())
+                # All or nothing: coherence couples the classes, so a class that holds now can still
+                # move when another one does. (Closing per class saved more, 4.2x on the demo's default
+                # recipe, but cost 10 of 136 classes on its demo recipe.)
+                if not unsettled.any():
+                    is_open[:] = False
             if recipe.adaptive_halving:
                 is_open = _halve(is_open, counts, sent, copies, recipe, n_eff)
             target = int(math.ceil(target * recipe.adaptive_growth))
@@ -393,11 +407,12 @@ def needed_rate(capacity: np.ndarray, recipe: Recipe) -> np.ndarray:
     return np.where(never, 1.01, hi)
 
 
-def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
-             n_eff: np.ndarray | None = None, needed: np.ndarray | None = None) -> np.ndarray:
-    """Leaves whose candidate status is decided for every class at ``adaptive_z``.
+def _undecided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
+               n_eff: np.ndarray | None = None, needed: np.ndarray | None = None) -> np.ndarray:
+    """``(classes, leaves)``: where a leaf's candidate status for a class is not decided at ``adaptive_z``.
 
-    ``needed`` is :func:`needed_rate` per leaf (the threshold itself when unset).
+    A leaf closes once its column is all False. ``needed`` is :func:`needed_rate`
+    per leaf (the threshold itself when unset).
     """
     p, lo, up = _bounds(counts, sent, copies, recipe.adaptive_z, n_eff)
     need = recipe.threshold if needed is None else np.asarray(needed)[None, :]
@@ -414,7 +429,33 @@ def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
     kth_sure = -np.partition(-measured, k - 1, axis=1)[:, k - 1 : k]
     enters = sure & (measured >= kth_sure)
     settled = sure & (~enters | ((up1 - lo1) / 2 <= recipe.adaptive_precision))
-    return np.all(out | settled, axis=0)
+    return ~(out | settled)
+
+
+def _unsettled_classes(choice: Choice, sp: ScorePass, is_open: np.ndarray, copies: int, recipe: Recipe,
+                       n_eff: np.ndarray | None) -> np.ndarray:
+    """Per class, whether more queries to the open leaves could still change its chosen leaves.
+
+    The choice on the scores so far is taken again with every open leaf at the
+    worst of its bounds at ``confidence_z`` (the bound candidates are judged
+    on): the lower bound for the classes whose chosen cluster holds it, the
+    upper bound for every other class. A class whose chosen leaves stay the
+    same is settled at that confidence. Once every class is, the rest of the
+    pass cannot move the answer, and it stops. Closed leaves keep their scores.
+    On the demo (default recipe, 8 seeds) this spends 3.2x fewer queries than
+    the exhaustive pass instead of 2.1x, with the same classes found on every seed.
+    """
+    base = choice(sp)
+    p, lo, up = _bounds(sp.counts, sp.n_images, copies, recipe.confidence_z, n_eff)
+    worst = up.copy()
+    for i, members in enumerate(base):
+        if members:
+            cols = list(members)
+            worst[i, cols] = lo[i, cols]
+    rates = np.where(is_open[None, :], worst, p)
+    shaken = ScorePass(sp.leaves, rates * np.maximum(sp.totals, 1)[None, :], sp.totals, sp.n_images, sp.labels,
+                       sp.queries, sp.seconds, capacity=sp.capacity)
+    return np.array([a != b for a, b in zip(choice(shaken), base)], dtype=bool)
 
 
 def _halve(is_open: np.ndarray, counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,

@@ -20,6 +20,25 @@ from plugin.core.scores import Progress, ScorePass, effective_min_samples, funct
 from plugin.core.verdict import model_verdict
 
 
+def _scaled(sp: ScorePass, recipe: Recipe) -> Recipe:
+    """Generality scales with what a leaf can supply (scores.effective_min_samples); findings keep the recipe as given."""
+    return recipe.replace(min_samples=effective_min_samples(sp, recipe))
+
+
+def chosen_leaves(sp: ScorePass, corpus: Corpus, recipe: Recipe) -> list[tuple[int, ...] | None]:
+    """Steps 2-4 on a pass: per class, the leaf indices of its chosen cluster (``None`` when none)."""
+    recipe = _scaled(sp, recipe)
+    options = [candidate_clusters(i, sp, corpus, recipe)[0] for i in range(sp.counts.shape[0])]
+    return [c.members if c else None for c in choose_clusters(options, corpus, recipe, sp.leaves)]
+
+
+def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
+               reserve: int = 0) -> ScorePass:
+    """Step 1 as the search runs it: the adaptive pass may stop once steps 2-4 are settled."""
+    return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve,
+                             choice=lambda sp: chosen_leaves(sp, corpus, recipe))
+
+
 @dataclass
 class SearchResult:
     findings: Findings
@@ -35,10 +54,9 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
     """
     if corpus.hierarchy is None:
         raise CorpusError(f"corpus {corpus.name!r} is flat; the search needs a hierarchical corpus")
-    sp = functional_scores(blackbox, corpus, recipe, progress, reserve=reserve)
+    sp = score_pass(blackbox, corpus, recipe, progress, reserve=reserve)
     logged = recipe
-    # Generality scales with what a leaf can supply (scores.effective_min_samples); findings keep the recipe as given.
-    recipe = recipe.replace(min_samples=effective_min_samples(sp, recipe))
+    recipe = _scaled(sp, recipe)
     options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe) for i in range(sp.counts.shape[0])))
     chosen = choose_clusters(list(options), corpus, recipe, sp.leaves)
     runners = [runner_up(o, c, corpus, recipe, sp.leaves) for o, c in zip(options, chosen)]
