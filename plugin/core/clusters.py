@@ -54,21 +54,22 @@ class ClassSearch:
     samples: list[tuple[int, int]] = field(default_factory=list)  # (leaf index, image index)
 
 
-def _cluster_scores(members: list[int], i: int, sp: ScorePass, hier, leaves: list[str], recipe: Recipe, weak: bool = False):
+def _functional(members: list[int], i: int, sp: ScorePass, recipe: Recipe, weak: bool) -> float:
     if weak:  # share of the class's responses, at full capacity (an adaptive pass sends leaves unequal numbers)
         hits = sp.hits_at_capacity[i]
-        functional = float(hits[members].sum() / max(hits.sum(), 1))
-    else:
-        raw = sp.counts[i, members].sum() / max(sp.totals[members].sum(), 1)
-        functional = float(wilson_lower_bound(raw, sp.support[members].sum(), recipe.confidence_z))
+        return float(hits[members].sum() / max(hits.sum(), 1))
+    raw = sp.counts[i, members].sum() / max(sp.totals[members].sum(), 1)
+    return float(wilson_lower_bound(raw, sp.support[members].sum(), recipe.confidence_z))
+
+
+def _semantic(members: tuple[int, ...], hier, leaves: list[str], recipe: Recipe) -> tuple[float, str | None]:
+    """S (mean closeness of the members) and the domain (their LCA): they depend on the leaves, not the scores."""
+    names = [leaves[a] for a in members]
     if len(members) == 1:
-        semantic = recipe.singleton_semantic
-    else:
-        d = hier.distance_matrix([leaves[a] for a in members])  # one vectorised lookup, not n^2 calls
-        close = np.where(d == 0, 1.0, 1.0 / np.where(d > 0, d, 1.0))
-        semantic = float(close[~np.eye(len(members), dtype=bool)].mean())
-    alpha = recipe.weak_alpha if weak else recipe.alpha
-    return functional, semantic, alpha * functional + (1 - alpha) * semantic
+        return recipe.singleton_semantic, hier.lca(names)
+    d = hier.distance_matrix(names)  # one vectorised lookup, not n^2 calls
+    close = np.where(d == 0, 1.0, 1.0 / np.where(d > 0, d, 1.0))
+    return float(close[~np.eye(len(members), dtype=bool)].mean()), hier.lca(names)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ class Cluster:
     weak: bool = False  # below threshold: a domain guess, not a finding
 
 
-def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) -> tuple[list[Cluster], tuple[LeafScore, ...]]:
+def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe,
+                       groups_cache: dict | None = None) -> tuple[list[Cluster], tuple[LeafScore, ...]]:
     """Steps 2-3 for one class: candidates, K-medoids over K, merging, scoring.
 
     Strong candidates pass the threshold on the support-adjusted score. If no
@@ -92,7 +94,9 @@ def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) ->
     be missing, or only tiny leaves respond), the class is not found, but we
     still guess a domain from where its responses come from: leaves ranked by
     their share of the class's hits, so one image labelled i counts less than
-    many (weak clusters).
+    many (weak clusters). ``groups_cache`` keeps the K-medoids groups of a
+    candidate set: they depend on the leaves, not on their scores, and the
+    adaptive pass asks for the same sets round after round.
     """
     hier = corpus.hierarchy
     leaves = sp.leaves
@@ -101,22 +105,18 @@ def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) ->
     order = np.lexsort((-raw, -adjusted))  # by adjusted, ties by raw
     top = tuple(LeafScore(leaves[j], hier.name(leaves[j]), float(raw[j]), float(adjusted[j])) for j in order[: recipe.top_k])
     strong = [int(j) for j in order[: recipe.top_k] if adjusted[j] >= recipe.threshold]
-    clusters = _clusters(strong, i, sp, hier, recipe, weak=False, singletons=recipe.singleton_candidates)
+    clusters = _clusters(strong, i, sp, hier, recipe, weak=False, singletons=recipe.singleton_candidates,
+                         cache=groups_cache)
     if any(c.n_samples >= recipe.min_samples for c in clusters):
         return clusters, top
     hits = sp.hits_at_capacity[i]
     by_hits = [int(j) for j in np.argsort(-hits, kind="stable")[: recipe.top_k] if hits[j] >= recipe.weak_min_hits]
-    return _clusters(by_hits, i, sp, hier, recipe, weak=True), top
+    return _clusters(by_hits, i, sp, hier, recipe, weak=True, cache=groups_cache), top
 
 
-def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak: bool,
-              singletons: bool = False) -> list[Cluster]:
-    if not cand:
-        return []
-    leaves = sp.leaves
+def _groups(cand: list[int], leaves: list[str], hier, recipe: Recipe, singletons: bool) -> list[list[int]]:
     dist = hier.distance_matrix([leaves[j] for j in cand])
     dist = np.where(np.isfinite(dist), dist, 100.0)  # disconnected custom roots: far apart
-    clusters: dict[tuple[int, ...], Cluster] = {}
     groups = []
     for k in range(recipe.k_min, min(recipe.k_max, len(cand)) + 1):
         labs, meds = kmedoids_labels(dist, k, recipe.seed)
@@ -125,15 +125,32 @@ def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak
         # Every strong leaf alone, too (K = n): with k_max 4, six responsive garments never split,
         # and a trouser class would have to take a cluster without the trouser leaf.
         groups += [[g] for g in range(len(cand))]
-    for group in groups:
+    return groups
+
+
+def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak: bool,
+              singletons: bool = False, cache: dict | None = None) -> list[Cluster]:
+    if not cand:
+        return []
+    leaves = sp.leaves
+    cache = {} if cache is None else cache  # the parts that do not depend on scores, by candidate set / members
+    key = (tuple(cand), singletons)
+    if key not in cache:
+        cache[key] = _groups(cand, leaves, hier, recipe, singletons)
+    alpha = recipe.weak_alpha if weak else recipe.alpha
+    clusters: dict[tuple[int, ...], Cluster] = {}
+    for group in cache[key]:
         members = tuple(sorted(cand[g] for g in group))
         if members not in clusters:
-            f, s, obj = _cluster_scores(list(members), i, sp, hier, leaves, recipe, weak)
+            if members not in cache:
+                cache[members] = _semantic(members, hier, leaves, recipe)
+            semantic, domain = cache[members]
+            f = _functional(list(members), i, sp, recipe, weak)
             # Filtered samples, computed for candidate leaves only: a 1000-class model
             # would otherwise relabel every leaf once per class.
             # Supply at full capacity: the filtered count itself after an exhaustive pass.
             n = int(round(sp.supply(i, members, recipe)))
-            clusters[members] = Cluster(members, f, s, obj, n, hier.lca([leaves[j] for j in members]), weak)
+            clusters[members] = Cluster(members, f, semantic, alpha * f + (1 - alpha) * semantic, n, domain, weak)
     return list(clusters.values())
 
 

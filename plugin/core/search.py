@@ -25,18 +25,23 @@ def _scaled(sp: ScorePass, recipe: Recipe) -> Recipe:
     return recipe.replace(min_samples=effective_min_samples(sp, recipe))
 
 
-def chosen_leaves(sp: ScorePass, corpus: Corpus, recipe: Recipe) -> list[tuple[int, ...] | None]:
-    """Steps 2-4 on a pass: per class, the leaf indices of its chosen cluster (``None`` when none)."""
+def chosen_leaves(sp: ScorePass, corpus: Corpus, recipe: Recipe,
+                  groups_cache: dict | None = None) -> list[tuple[int, ...] | None]:
+    """Steps 2-4 on a pass: per class, the leaf indices of its chosen cluster (``None`` when none).
+
+    ``groups_cache`` (see :func:`~plugin.core.clusters.candidate_clusters`) is shared by the calls of one pass.
+    """
     recipe = _scaled(sp, recipe)
-    options = [candidate_clusters(i, sp, corpus, recipe)[0] for i in range(sp.counts.shape[0])]
+    options = [candidate_clusters(i, sp, corpus, recipe, groups_cache)[0] for i in range(sp.counts.shape[0])]
     return [c.members if c else None for c in choose_clusters(options, corpus, recipe, sp.leaves)]
 
 
 def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
                reserve: int = 0) -> ScorePass:
     """Step 1 as the search runs it: the adaptive pass may stop once steps 2-4 are settled."""
+    cache: dict = {}  # one pass: its rounds ask for the same candidate sets again
     return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve,
-                             choice=lambda sp: chosen_leaves(sp, corpus, recipe))
+                             choice=lambda sp: chosen_leaves(sp, corpus, recipe, cache))
 
 
 @dataclass
