@@ -131,6 +131,57 @@ def test_open_world_guess_weighs_leaves_at_capacity_not_by_queries_spent():
     assert np.array_equal(exhaustive.hits_at_capacity, counts)  # equal to counts when every leaf was sent in full
 
 
+def _random_pass(rng, corpus, classes=3, copies=3):
+    from plugin.core.scores import ScorePass
+
+    n_images = rng.integers(1, 12, size=len(corpus.leaves))
+    labels = [rng.integers(0, classes, size=(n, copies)) for n in n_images]
+    counts = np.stack([np.array([(lab == i).sum() for lab in labels]) for i in range(classes)])
+    return ScorePass(corpus.synsets, counts, n_images * copies, n_images.copy(), labels, int(n_images.sum()) * copies,
+                     0.0, capacity=n_images + rng.integers(0, 20, size=len(n_images)))
+
+
+@pytest.mark.parametrize("include_original", [True, False])
+def test_supply_is_the_filtered_count_scaled_to_capacity(include_original):
+    """The cached filtered matrix gives what relabelling each member leaf gives (the definition)."""
+    from plugin.core.scores import image_labels
+
+    rng = np.random.default_rng(3)
+    corpus = small_corpus()
+    sp = _random_pass(rng, corpus)
+    recipe = Recipe(include_original=include_original)
+    for i in range(3):
+        for members in [(0,), (1, 3), (0, 2, 4), tuple(range(5))]:
+            want = sum(float((image_labels(sp.labels[j], recipe) == i).sum()) * sp.capacity[j] / len(sp.labels[j])
+                       for j in members)
+            assert sp.supply(i, members, recipe) == pytest.approx(want)
+    # A label outside the model's classes (a hostile black box) is filtered to no class, not an error.
+    sp.labels[0][0, :] = -1
+    sp._filtered = None
+    n, cap = sp.n_images[0], sp.capacity[0]
+    assert sp.filtered_at_capacity(recipe)[:, 0].sum() == pytest.approx((n - 1) * cap / n)
+
+
+def test_cluster_scores_match_their_definition_and_ignore_candidate_order():
+    """Vectorised cluster scores equal the per-cluster Wilson bound; K-medoids groups depend on the set."""
+    from plugin.core.clusters import _clusters
+
+    rng = np.random.default_rng(5)
+    corpus = small_corpus()
+    sp = _random_pass(rng, corpus)
+    recipe = Recipe(k_max=3, singleton_candidates=True)
+    for i in range(3):
+        clusters = _clusters([4, 0, 2, 1], i, sp, corpus.hierarchy, recipe, weak=False, singletons=True)
+        assert len({c.members for c in clusters}) == len(clusters)  # each member set once
+        for c in clusters:
+            m = list(c.members)
+            raw = sp.counts[i, m].sum() / sp.totals[m].sum()
+            assert c.functional == pytest.approx(float(wilson_lower_bound(raw, sp.support[m].sum(), recipe.confidence_z)))
+            assert c.n_samples == round(sp.supply(i, c.members, recipe))
+        again = _clusters([1, 2, 0, 4], i, sp, corpus.hierarchy, recipe, weak=False, singletons=True)
+        assert [(c.members, c.objective) for c in again] == [(c.members, c.objective) for c in clusters]
+
+
 class NoisyLeafBox(CountingBlackBox):
     """Leaf 0 is class 0 for 80% of its images (class 2 otherwise), leaf 1 is class 1, the rest class 2."""
 

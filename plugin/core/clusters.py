@@ -54,12 +54,17 @@ class ClassSearch:
     samples: list[tuple[int, int]] = field(default_factory=list)  # (leaf index, image index)
 
 
-def _functional(members: list[int], i: int, sp: ScorePass, recipe: Recipe, weak: bool) -> float:
+def _functional(cand: list[int], groups: list[tuple[int, ...]], i: int, sp: ScorePass, recipe: Recipe,
+                weak: bool) -> np.ndarray:
+    """The functional score of each group (positions in ``cand``) for class ``i``, in one vectorised call."""
+    member = np.zeros((len(groups), len(cand)))
+    for g, group in enumerate(groups):
+        member[g, list(group)] = 1.0
     if weak:  # share of the class's responses, at full capacity (an adaptive pass sends leaves unequal numbers)
         hits = sp.hits_at_capacity[i]
-        return float(hits[members].sum() / max(hits.sum(), 1))
-    raw = sp.counts[i, members].sum() / max(sp.totals[members].sum(), 1)
-    return float(wilson_lower_bound(raw, sp.support[members].sum(), recipe.confidence_z))
+        return member @ hits[cand] / max(hits.sum(), 1)
+    raw = (member @ sp.counts[i, cand]) / np.maximum(member @ sp.totals[cand], 1)
+    return np.asarray(wilson_lower_bound(raw, member @ sp.support[cand], recipe.confidence_z), dtype=float)
 
 
 def _semantic(members: tuple[int, ...], hier, leaves: list[str], recipe: Recipe) -> tuple[float, str | None]:
@@ -134,24 +139,28 @@ def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak
         return []
     leaves = sp.leaves
     cache = {} if cache is None else cache  # the parts that do not depend on scores, by candidate set / members
+    # K-medoids sees the candidates in leaf order, not score order: its groups then depend on the
+    # set alone, and the adaptive pass's rounds (and its settle checks) find them cached.
+    cand = sorted(cand)
     key = (tuple(cand), singletons)
     if key not in cache:
         cache[key] = _groups(cand, leaves, hier, recipe, singletons)
     alpha = recipe.weak_alpha if weak else recipe.alpha
-    clusters: dict[tuple[int, ...], Cluster] = {}
+    groups: dict[tuple[int, ...], list[int]] = {}  # sorted members -> positions in cand, each set once, in order
     for group in cache[key]:
-        members = tuple(sorted(cand[g] for g in group))
-        if members not in clusters:
-            if members not in cache:
-                cache[members] = _semantic(members, hier, leaves, recipe)
-            semantic, domain = cache[members]
-            f = _functional(list(members), i, sp, recipe, weak)
-            # Filtered samples, computed for candidate leaves only: a 1000-class model
-            # would otherwise relabel every leaf once per class.
-            # Supply at full capacity: the filtered count itself after an exhaustive pass.
-            n = int(round(sp.supply(i, members, recipe)))
-            clusters[members] = Cluster(members, f, semantic, alpha * f + (1 - alpha) * semantic, n, domain, weak)
-    return list(clusters.values())
+        groups.setdefault(tuple(sorted(cand[g] for g in group)), group)
+    groups = list(groups.items())
+    functional = _functional(cand, [local for _, local in groups], i, sp, recipe, weak)
+    # Filtered samples at full capacity (the filtered count itself after an exhaustive pass).
+    filtered = sp.filtered_at_capacity(recipe)[i]
+    clusters = []
+    for (members, _), f in zip(groups, functional.tolist()):
+        if members not in cache:
+            cache[members] = _semantic(members, hier, leaves, recipe)
+        semantic, domain = cache[members]
+        n = int(round(float(filtered[list(members)].sum())))
+        clusters.append(Cluster(members, f, semantic, alpha * f + (1 - alpha) * semantic, n, domain, weak))
+    return clusters
 
 
 def _eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:

@@ -29,9 +29,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from plugin.core.blackbox import BlackBox, TensorBlackBox
-from plugin.core.corpus import Corpus
+from plugin.core.corpus import Corpus, LazyImages
 from plugin.core.recipe import Recipe
-from plugin.core.transforms import expand_leaf, expand_to_input
+from plugin.core.transforms import _BATCH_RESIZE_PIXELS, expand_leaf, expand_to_input
 
 Progress = Callable[[int], None]  # called with the number of queries just made
 Choice = Callable[["ScorePass"], list]  # steps 2-4 on a pass: per class, the chosen leaves (or None)
@@ -65,6 +65,7 @@ class ScorePass:
     capacity: np.ndarray | None = None
     exhaustive_queries: int | None = None
     rounds: list[dict] = field(default_factory=list)
+    _filtered: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.capacity is None:
@@ -111,12 +112,26 @@ class ScorePass:
         because it surely is a candidate is judged on what it would give, not
         on what it was asked. After an exhaustive pass this is the filtered count.
         """
-        total = 0.0
-        for j in members:
-            lab = image_labels(self.labels[j], recipe)
-            if len(lab):
-                total += float((lab == i).sum()) * self.capacity[j] / len(lab)
-        return total
+        return float(self.filtered_at_capacity(recipe)[i, list(members)].sum())
+
+    def filtered_at_capacity(self, recipe: Recipe) -> np.ndarray:
+        """``(classes, leaves)``: per leaf, the images filtered to each class, scaled to its capacity.
+
+        Computed once per pass (the clustering asks for it per candidate
+        cluster, and relabelling every member leaf each time was most of a
+        10-class model's clustering).
+        """
+        key = (recipe.include_original, self.counts.shape[0])
+        if self._filtered is None or self._filtered[0] != key:
+            out = np.zeros(self.counts.shape, dtype=float)
+            for j, labels in enumerate(self.labels):
+                lab = image_labels(labels, recipe)
+                if len(lab):
+                    known = lab[(lab >= 0) & (lab < out.shape[0])]  # a label outside the classes counts for none
+                    hist = np.bincount(known, minlength=out.shape[0])
+                    out[:, j] = hist * float(self.capacity[j]) / len(lab)
+            self._filtered = (key, out)
+        return self._filtered[1]
 
 
 def wilson_lower_bound(p: np.ndarray | float, n: np.ndarray | float, z: float) -> np.ndarray:
@@ -150,12 +165,18 @@ def _seed(recipe: Recipe, j: int, start: int) -> int:
     return base if start == 0 else base * 1_000_033 + start
 
 
+def _large(image) -> bool:
+    shape = getattr(image, "shape", (0, 0))
+    return int(np.prod(shape[:2] if len(shape) == 3 and shape[-1] in (1, 3, 4) else shape[-2:])) > _BATCH_RESIZE_PIXELS
+
+
 class _Pipeline:
     """Streams jobs through expansion and the black box, one bounded chunk at a time."""
 
     def __init__(self, blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None):
         self.bb, self.corpus, self.recipe, self.progress = blackbox, corpus, recipe, progress
         self.spec = blackbox.input_spec if isinstance(blackbox, TensorBlackBox) else None
+        self.spec_on_cuda = self.spec is not None and str(self.spec.device).startswith("cuda")
         copies = recipe.copies_per_image
         if self.spec is not None:
             h, w = self.spec.size
@@ -184,15 +205,30 @@ class _Pipeline:
         j, a, b = job
         images = self.corpus.leaves[j].images
         fetched = [images[k] for k in range(a, b)]
-        if self.spec is not None:
+        if self.spec is not None and (self.spec_on_cuda or any(_large(im) for im in fetched)):
             from plugin.core.transforms import resize_batch
 
             # In the prefetch thread, one call per image shape. On CUDA the host side of it
-            # (stacking, pinning, the copy) then overlaps the main thread's wait for the device.
+            # (stacking, pinning, the copy) then overlaps the main thread's wait for the device;
+            # large images on CPU are resized here while the main thread runs the model. Small
+            # images on CPU are left to expand_to_input, which resizes a whole chunk in one call
+            # per shape (per job here, 20 calls a round, cost a 32 px model 6% of its search).
             fetched = resize_batch(fetched, self.spec)
         return fetched
 
+    def _inline(self, job: Job) -> bool:
+        """Whether fetching ``job`` is a plain lookup: in-memory images that no thread would resize."""
+        images = self.corpus.leaves[job[0]].images
+        if isinstance(images, LazyImages):
+            return False
+        return self.spec is None or (not self.spec_on_cuda and not (len(images) and _large(images[0])))
+
     def _fetched(self, jobs: list[Job]) -> Iterator[tuple[Job, list]]:
+        if all(self._inline(job) for job in jobs):
+            # Handing a lookup to a thread cost more than the lookup (waking it behind torch's
+            # busy threads: about 10 ms of a 32 px model's 0.25 s search on the demo corpus).
+            yield from ((job, self._fetch(job)) for job in jobs)
+            return
         pending = [self.pool.submit(self._fetch, job) for job in jobs[:PREFETCH]]
         try:
             for k, job in enumerate(jobs):
@@ -454,6 +490,7 @@ def _unsettled_classes(choice: Choice, sp: ScorePass, is_open: np.ndarray, copie
     rates = np.where(is_open[None, :], worst, p)
     shaken = ScorePass(sp.leaves, rates * np.maximum(sp.totals, 1)[None, :], sp.totals, sp.n_images, sp.labels,
                        sp.queries, sp.seconds, capacity=sp.capacity)
+    shaken._filtered = sp._filtered  # the same labels: filtered once per snapshot
     return np.array([a != b for a, b in zip(choice(shaken), base)], dtype=bool)
 
 
@@ -501,4 +538,7 @@ def image_labels(labels: np.ndarray, recipe: Recipe) -> np.ndarray:
         return np.zeros(0, np.int64)
     if recipe.include_original:
         return labels[:, 0]
-    return np.array([np.bincount(row).argmax() for row in labels])
+    # The most frequent label of each row, ties to the smallest (as bincount().argmax()), vectorised.
+    votes = (labels[:, :, None] == labels[:, None, :]).sum(axis=2)
+    top = votes == votes.max(axis=1, keepdims=True)
+    return np.where(top, labels, np.iinfo(np.int64).max).min(axis=1).astype(np.int64)

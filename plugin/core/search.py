@@ -37,9 +37,12 @@ def chosen_leaves(sp: ScorePass, corpus: Corpus, recipe: Recipe,
 
 
 def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
-               reserve: int = 0) -> ScorePass:
-    """Step 1 as the search runs it: the adaptive pass may stop once steps 2-4 are settled."""
-    cache: dict = {}  # one pass: its rounds ask for the same candidate sets again
+               reserve: int = 0, groups_cache: dict | None = None) -> ScorePass:
+    """Step 1 as the search runs it: the adaptive pass may stop once steps 2-4 are settled.
+
+    ``groups_cache`` (one per pass) lets the caller's own steps 2-4 reuse the clusterings the checks made.
+    """
+    cache = {} if groups_cache is None else groups_cache  # one pass: its rounds ask for the same candidate sets again
     return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve,
                              choice=lambda sp: chosen_leaves(sp, corpus, recipe, cache))
 
@@ -59,10 +62,11 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
     """
     if corpus.hierarchy is None:
         raise CorpusError(f"corpus {corpus.name!r} is flat; the search needs a hierarchical corpus")
-    sp = score_pass(blackbox, corpus, recipe, progress, reserve=reserve)
+    cache: dict = {}
+    sp = score_pass(blackbox, corpus, recipe, progress, reserve=reserve, groups_cache=cache)
     logged = recipe
     recipe = _scaled(sp, recipe)
-    options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe) for i in range(sp.counts.shape[0])))
+    options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe, cache) for i in range(sp.counts.shape[0])))
     chosen = choose_clusters(list(options), corpus, recipe, sp.leaves)
     runners = [runner_up(o, c, corpus, recipe, sp.leaves) for o, c in zip(options, chosen)]
     classes = [finalize_class(i, c, tops[i], sp, corpus, recipe, runners[i]) for i, c in enumerate(chosen)]

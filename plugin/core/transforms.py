@@ -59,11 +59,20 @@ def homographies_per_image(sizes: Sequence[tuple[int, int]], r: int, recipe: Rec
     :func:`random_homographies` had been called per image (rotation, shift,
     then corner jitter), so results do not depend on how images are batched.
     """
+    return _homographies(_draws(len(sizes), r, recipe, rng), sizes, r, recipe)
+
+
+def _draws(m: int, r: int, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
+    """The uniforms behind ``r`` homographies for each of ``m`` images, a row per image."""
+    return rng.random((m, r * (3 + (8 if recipe.perspective else 0)))) if m and r else np.zeros((m, 0))
+
+
+def _homographies(u: np.ndarray, sizes: Sequence[tuple[int, int]], r: int, recipe: Recipe) -> np.ndarray:
+    """The homographies of :func:`_draws` rows (rows of several draws may be stacked: one solve for all)."""
     m = len(sizes)
     if m == 0 or r == 0:
         return np.zeros((0, 3, 3))
     half = np.asarray(sizes, dtype=float)[:, ::-1] / 2.0  # (m, 2): half width, half height
-    u = rng.random((m, r * (3 + (8 if recipe.perspective else 0))))
     rot, tr = recipe.rotate, recipe.translate
     theta = np.deg2rad(-rot + (2 * rot) * u[:, :r])  # low + (high - low) * u: Generator.uniform, bit for bit
     shift = (-tr + (2 * tr) * u[:, r : 3 * r].reshape(m, r, 2)) * (2 * half[:, None, :])
@@ -213,10 +222,6 @@ def resize_batch(images: Sequence, spec, device: str | None = None) -> list:
     return out
 
 
-def _crop_offset(size: int, crop: int) -> int:
-    return int(round((size - crop) / 2.0))  # torchvision's center_crop
-
-
 def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
     """The model's input for every copy of every image of ``jobs``, as one tensor.
 
@@ -234,21 +239,20 @@ def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
     dev = torch.device(spec.device)
     oh, ow = spec.size
     r, k = recipe.transforms_per_image, recipe.copies_per_image
-    resized, homs, seeds = [], [], []
+    resized, draws, seeds = [], [], []
     raw = [img for images, _ in jobs for img in images if not hasattr(img, "permute")]
     done = iter(resize_batch(raw, spec) if raw else [])  # one resize per image shape, not per image
     for images, seed in jobs:
         rng = np.random.default_rng(seed)
-        for img in images:
-            t = img if hasattr(img, "permute") else next(done)
-            resized.append(t.to(dev, non_blocking=True))
-        homs.append(homographies_per_image([tuple(t.shape[-2:]) for t in resized[len(resized) - len(images):]],
-                                           r, recipe, rng))
+        resized += [img if hasattr(img, "permute") else next(done) for img in images]
+        draws.append(_draws(len(images), r, recipe, rng))  # each job its own stream, as expand_leaf
         seeds.append(int(rng.integers(2**62)))
     n = len(resized)
     if n == 0:
         return torch.zeros((0, 3, oh, ow), device=dev, dtype=getattr(torch, spec.dtype))
-    image_hw = np.array([t.shape[-2:] for t in resized], dtype=float)
+    resized = [t if t.device == dev else t.to(dev, non_blocking=True) for t in resized]
+    sizes = [tuple(t.shape[-2:]) for t in resized]
+    image_hw = np.array(sizes, dtype=float)
     ch, cw = int(image_hw[:, 0].max()), int(image_hw[:, 1].max())
     pad = np.stack([(ch - image_hw[:, 0]) // 2, (cw - image_hw[:, 1]) // 2], axis=1)
     uniform = bool((pad == 0).all())  # one shape (small images, a resized cache): whole-batch ops, no per-image loop
@@ -260,7 +264,7 @@ def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
             py, px = int(pad[i, 0]), int(pad[i, 1])
             canvas[i, :, py : py + t.shape[-2], px : px + t.shape[-1]] = t
     del resized
-    offset = np.stack([[_crop_offset(int(h), oh), _crop_offset(int(w), ow)] for h, w in image_hw])
+    offset = np.round((image_hw - [oh, ow]) / 2.0).astype(int)  # torchvision's center_crop (half to even, as round())
     out = torch.empty((n * k, 3, oh, ow), dtype=torch.float32, device=dev)
     y0, x0 = (int(v) for v in offset[0])
     if recipe.include_original and uniform and y0 >= 0 and x0 >= 0 and y0 + oh <= ch and x0 + ow <= cw:
@@ -275,7 +279,7 @@ def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
                 out[i * k].zero_()
                 out[i * k, :, max(-y0, 0) : max(-y0, 0) + crop.shape[-2], max(-x0, 0) : max(-x0, 0) + crop.shape[-1]] = crop
     if r:
-        inv = np.linalg.inv(np.concatenate(homs))
+        inv = np.linalg.inv(_homographies(np.concatenate(draws), sizes, r, recipe))  # one solve for the chunk
         rep = np.repeat(np.arange(n), r)
         grid = _sample_grid(inv, (oh, ow), offset[rep], image_hw[rep], (ch, cw), pad[rep]).to(dev, non_blocking=True)
         # The r grids of one image stacked vertically: one sample of each canvas, no r-fold copy of it.
