@@ -84,6 +84,22 @@ def test_kmedoids_and_merge():
     assert len(merge_clusters(labels, medoids, d, merge_distance=10)) == 1
 
 
+def test_kmedoids_with_a_cached_start_is_the_library_fit():
+    """The cached random start gives what ``KMedoids(random_state=seed).fit`` gives, ties included."""
+    import kmedoids
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n, k, seed = int(rng.integers(3, 20)), int(rng.integers(2, 5)), int(rng.integers(0, 4))
+        x = rng.random((n, 2))
+        d = np.round(np.abs(x[:, None] - x[None]).sum(-1) * 4)  # integer hops: many ties, as in a tree
+        if k >= n:
+            continue
+        km = kmedoids.KMedoids(n_clusters=k, metric="precomputed", method="fasterpam", random_state=seed).fit(d)
+        labels, medoids = kmedoids_labels(d, k, seed)
+        assert np.array_equal(labels, km.labels_) and np.array_equal(medoids, km.medoid_indices_)
+
+
 @pytest.mark.slow
 def test_true_leaf_in_chosen_cluster(demo_models, demo_corpus):
     _, truth = demo_models

@@ -224,23 +224,26 @@ class _Pipeline:
         return self.spec is None or (not self.spec_on_cuda and not (len(images) and _large(images[0])))
 
     def _fetched(self, jobs: list[Job]) -> Iterator[tuple[Job, list]]:
-        if all(self._inline(job) for job in jobs):
-            # Handing a lookup to a thread cost more than the lookup (waking it behind torch's
-            # busy threads: about 10 ms of a 32 px model's 0.25 s search on the demo corpus).
-            yield from ((job, self._fetch(job)) for job in jobs)
-            return
-        pending = [self.pool.submit(self._fetch, job) for job in jobs[:PREFETCH]]
+        """Each job with its images, in order; decoding and large resizes run ahead in the pool."""
+        inline = [self._inline(job) for job in jobs]
+        # Handing a plain lookup to a thread cost more than the lookup (waking it behind torch's
+        # busy threads: about 10 ms of a 32 px model's 0.25 s search on the demo corpus).
+        ahead = [k for k, flag in enumerate(inline) if not flag]
+        pending = {k: self.pool.submit(self._fetch, jobs[k]) for k in ahead[:PREFETCH]}
+        nxt = len(pending)
         try:
             for k, job in enumerate(jobs):
-                images = pending[k].result()
-                pending[k] = None  # drop the reference: memory bounded by the prefetch window
-                if k + PREFETCH < len(jobs):
-                    pending.append(self.pool.submit(self._fetch, jobs[k + PREFETCH]))
+                if inline[k]:
+                    yield job, self._fetch(job)
+                    continue
+                images = pending.pop(k).result()  # dropped here: memory bounded by the prefetch window
+                if nxt < len(ahead):
+                    pending[ahead[nxt]] = self.pool.submit(self._fetch, jobs[ahead[nxt]])
+                    nxt += 1
                 yield job, images
         finally:  # a failed chunk (a hostile black box) leaves no fetch running on
-            for f in pending:
-                if f is not None:
-                    f.cancel()
+            for f in pending.values():
+                f.cancel()
 
     def run(self, jobs: list[Job]) -> dict[Job, np.ndarray]:
         """Labels ``(stop - start, copies)`` per job (jobs already split to fit a chunk)."""
