@@ -208,26 +208,26 @@ class _Pipeline:
         if self.spec is not None and (self.spec_on_cuda or any(_large(im) for im in fetched)):
             from plugin.core.transforms import resize_batch
 
-            # In the prefetch thread, one call per image shape. On CUDA the host side of it
-            # (stacking, pinning, the copy) then overlaps the main thread's wait for the device;
-            # large images on CPU are resized here while the main thread runs the model. Small
+            # One call per image shape, in the pool when the job went there. On CUDA the host side
+            # (stacking, pinning, the copy) then overlaps the main thread's wait for the device; a
+            # lazy corpus's large images are resized while the main thread runs the model. Small
             # images on CPU are left to expand_to_input, which resizes a whole chunk in one call
             # per shape (per job here, 20 calls a round, cost a 32 px model 6% of its search).
             fetched = resize_batch(fetched, self.spec)
         return fetched
 
     def _inline(self, job: Job) -> bool:
-        """Whether fetching ``job`` is a plain lookup: in-memory images that no thread would resize."""
-        images = self.corpus.leaves[job[0]].images
-        if isinstance(images, LazyImages):
-            return False
-        return self.spec is None or (not self.spec_on_cuda and not (len(images) and _large(images[0])))
+        """Whether to fetch ``job`` in the main thread: in-memory images, with no device to overlap.
+
+        The pool pays off for decoding (a lazy corpus) and on CUDA. On CPU, handing an in-memory
+        leaf to a thread cost more than the work (waking it behind torch's busy threads: about
+        10 ms of a 32 px model's 0.2 s search on the demo corpus, whose rounds fit one chunk).
+        """
+        return not isinstance(self.corpus.leaves[job[0]].images, LazyImages) and not self.spec_on_cuda
 
     def _fetched(self, jobs: list[Job]) -> Iterator[tuple[Job, list]]:
         """Each job with its images, in order; decoding and large resizes run ahead in the pool."""
         inline = [self._inline(job) for job in jobs]
-        # Handing a plain lookup to a thread cost more than the lookup (waking it behind torch's
-        # busy threads: about 10 ms of a 32 px model's 0.25 s search on the demo corpus).
         ahead = [k for k, flag in enumerate(inline) if not flag]
         pending = {k: self.pool.submit(self._fetch, jobs[k]) for k in ahead[:PREFETCH]}
         nxt = len(pending)
