@@ -13,6 +13,7 @@ so the ratios hold on a loaded machine too.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -127,6 +128,7 @@ def peak_rss_mb() -> float:
 
 
 def timed(fn, *a, **kw):
+    gc.collect()  # a stage pays for its own garbage, not for a full collection the stages before it left due
     t0 = time.perf_counter()
     out = fn(*a, **kw)
     return out, time.perf_counter() - t0
@@ -155,10 +157,12 @@ def stages(n: int, images: int, recipe: Recipe, accuracy: float, input_size: int
     bb = TreeBlackBox(corpus, list(range(n)), accuracy, input_size)
     sp, row["score pass (adaptive)"] = timed(score_pass, bb, corpus, recipe)
     eff = recipe.replace(min_samples=effective_min_samples(sp, recipe))
+    gc.collect()
     t0 = time.perf_counter()
     options, tops = zip(*(candidate_clusters(i, sp, corpus, eff) for i in range(sp.counts.shape[0])))
     row["candidates + K-medoids"] = time.perf_counter() - t0
     chosen, row["choose + coherence"] = timed(choose_clusters, list(options), corpus, eff, sp.leaves)
+    gc.collect()
     t0 = time.perf_counter()
     [finalize_class(i, c, tops[i], sp, corpus, eff) for i, c in enumerate(chosen)]
     row["filtering"] = time.perf_counter() - t0
