@@ -225,6 +225,30 @@ def test_adaptive_pass_stops_once_the_answer_is_settled():
     assert settled.scores.rounds[-1]["unsettled_classes"] == 0 and len(refined.scores.rounds) > len(settled.scores.rounds)
 
 
+def test_the_settled_choice_is_reused_only_for_the_same_scores():
+    """The search reuses the settle check's steps 2-4 when the final scores are the same, and only then."""
+    from plugin.core.search import _fingerprint, _steps_2_to_4
+
+    rng = np.random.default_rng(7)
+    corpus = small_corpus()
+    sp = _random_pass(rng, corpus)
+    recipe = Recipe(min_samples=1)
+    cache: dict = {}
+    first = _steps_2_to_4(sp, corpus, recipe, cache)
+    assert _steps_2_to_4(sp, corpus, recipe, cache) is first  # memoised
+    same = _random_pass(np.random.default_rng(7), corpus)  # equal arrays, other objects: the same key
+    assert _fingerprint(same) == _fingerprint(sp) and _steps_2_to_4(same, corpus, recipe, cache) is first
+    shaken = _random_pass(np.random.default_rng(7), corpus)
+    shaken.counts = shaken.counts.astype(float)  # the settle check's worst case holds rates, not counts
+    assert _fingerprint(shaken) != _fingerprint(sp)
+    shaken.counts[0, 0] += 1
+    fresh = _steps_2_to_4(shaken, corpus, recipe, cache)
+    assert fresh is not first
+    uncached = _steps_2_to_4(shaken, corpus, recipe, None)
+    assert [c and c.members for c in fresh[2]] == [c and c.members for c in uncached[2]]
+    assert sum(1 for k in cache if k[0] == "choice") == 2  # memory stays flat: the last two states
+
+
 def test_a_close_race_is_not_settled():
     """Two leaves a few images apart stay open; with hundreds of images each the same race is settled."""
     from plugin.core.scores import ScorePass, _unsettled_classes

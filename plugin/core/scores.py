@@ -201,18 +201,18 @@ class _Pipeline:
             out += [(j, s, min(b, s + self.max_images)) for s in range(a, b, self.max_images)]
         return out
 
-    def _fetch(self, job: Job):
+    def _fetch(self, job: Job, ahead: bool = True):
         j, a, b = job
         images = self.corpus.leaves[j].images
         fetched = [images[k] for k in range(a, b)]
-        if self.spec is not None and (self.spec_on_cuda or any(_large(im) for im in fetched)):
+        if ahead and self.spec is not None and (self.spec_on_cuda or any(_large(im) for im in fetched)):
             from plugin.core.transforms import resize_batch
 
-            # One call per image shape, in the pool when the job went there. On CUDA the host side
-            # (stacking, pinning, the copy) then overlaps the main thread's wait for the device; a
-            # lazy corpus's large images are resized while the main thread runs the model. Small
-            # images on CPU are left to expand_to_input, which resizes a whole chunk in one call
-            # per shape (per job here, 20 calls a round, cost a 32 px model 6% of its search).
+            # In the pool, one call per image shape. On CUDA the host side (stacking, pinning, the
+            # copy) then overlaps the main thread's wait for the device; a lazy corpus's large
+            # images are resized while the main thread runs the model. Small images on CPU, and
+            # jobs fetched inline, are left to expand_to_input, which resizes a whole chunk in one
+            # call (per job here, 20 calls a round, cost a 32 px model 6% of its search).
             fetched = resize_batch(fetched, self.spec)
         return fetched
 
@@ -234,7 +234,7 @@ class _Pipeline:
         try:
             for k, job in enumerate(jobs):
                 if inline[k]:
-                    yield job, self._fetch(job)
+                    yield job, self._fetch(job, ahead=False)
                     continue
                 images = pending.pop(k).result()  # dropped here: memory bounded by the prefetch window
                 if nxt < len(ahead):

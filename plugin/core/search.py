@@ -7,7 +7,10 @@ step 5 :mod:`plugin.core.verdict`.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+import numpy as np
 
 from plugin.core.blackbox import BlackBox
 from plugin.core.clusters import ClassSearch, candidate_clusters, choose_clusters, finalize_class, runner_up
@@ -25,15 +28,42 @@ def _scaled(sp: ScorePass, recipe: Recipe) -> Recipe:
     return recipe.replace(min_samples=effective_min_samples(sp, recipe))
 
 
+def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None):
+    """Per class its candidate clusters and top leaves, and the chosen clusters; memoised per pass state.
+
+    The adaptive pass takes this choice after each round, and once it settles, the search takes it
+    again on the very same scores: the memo (keyed on what steps 2-4 read) spares that second run.
+    """
+    key = ("choice", _fingerprint(sp)) if cache is not None else None
+    if key is not None and key in cache:
+        return cache[key]
+    scaled = _scaled(sp, recipe)
+    options, tops = zip(*(candidate_clusters(i, sp, corpus, scaled, cache) for i in range(sp.counts.shape[0])))
+    out = (list(options), tops, choose_clusters(list(options), corpus, scaled, sp.leaves))
+    if key is not None:
+        for old in [k for k in cache if isinstance(k, tuple) and k and k[0] == "choice"][:-1]:
+            del cache[old]  # keep the last two (a round's choice and its settle check's): memory stays flat
+        cache[key] = out
+    return out
+
+
+def _fingerprint(sp: ScorePass) -> bytes:
+    """What steps 2-4 read of a pass (labels follow from the images sent, within one pass)."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (sp.counts, sp.totals, sp.n_images, sp.capacity):
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
 def chosen_leaves(sp: ScorePass, corpus: Corpus, recipe: Recipe,
                   groups_cache: dict | None = None) -> list[tuple[int, ...] | None]:
     """Steps 2-4 on a pass: per class, the leaf indices of its chosen cluster (``None`` when none).
 
     ``groups_cache`` (see :func:`~plugin.core.clusters.candidate_clusters`) is shared by the calls of one pass.
     """
-    recipe = _scaled(sp, recipe)
-    options = [candidate_clusters(i, sp, corpus, recipe, groups_cache)[0] for i in range(sp.counts.shape[0])]
-    return [c.members if c else None for c in choose_clusters(options, corpus, recipe, sp.leaves)]
+    return [c.members if c else None for c in _steps_2_to_4(sp, corpus, recipe, groups_cache)[2]]
 
 
 def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
@@ -66,8 +96,7 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
     sp = score_pass(blackbox, corpus, recipe, progress, reserve=reserve, groups_cache=cache)
     logged = recipe
     recipe = _scaled(sp, recipe)
-    options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe, cache) for i in range(sp.counts.shape[0])))
-    chosen = choose_clusters(list(options), corpus, recipe, sp.leaves)
+    options, tops, chosen = _steps_2_to_4(sp, corpus, logged, cache)
     runners = [runner_up(o, c, corpus, recipe, sp.leaves) for o, c in zip(options, chosen)]
     classes = [finalize_class(i, c, tops[i], sp, corpus, recipe, runners[i]) for i, c in enumerate(chosen)]
     found = [c.finding for c in classes]
