@@ -33,6 +33,7 @@ def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | N
 
     The adaptive pass takes this choice after each round, and once it settles, the search takes it
     again on the very same scores: the memo (keyed on what steps 2-4 read) spares that second run.
+    ``cache`` belongs to one pass with one recipe (the search's), so the key leaves both out.
     """
     key = ("choice", _fingerprint(sp)) if cache is not None else None
     if key is not None and key in cache:
