@@ -178,6 +178,18 @@ def test_supply_is_the_filtered_count_scaled_to_capacity(include_original):
     assert sp.filtered_at_capacity(recipe)[:, 0].sum() == pytest.approx((n - 1) * cap / n)
 
 
+def test_ranked_scores_are_the_per_class_bound_and_order():
+    """The pass-wide ranking equals each class's own Wilson bound and lexsort (ties to the raw score)."""
+    rng = np.random.default_rng(11)
+    sp = _random_pass(rng, small_corpus(), classes=4)
+    adjusted, order = sp.ranked(1.0)
+    for i in range(4):
+        own = wilson_lower_bound(sp.scores[i], sp.support, 1.0)
+        assert np.array_equal(adjusted[i], own)
+        assert np.array_equal(order[i], np.lexsort((-sp.scores[i], -own)))
+    assert sp.ranked(1.0)[1] is order and not np.array_equal(sp.ranked(2.0)[0], adjusted)
+
+
 def test_cluster_scores_match_their_definition_and_ignore_candidate_order():
     """Vectorised cluster scores equal the per-cluster Wilson bound; K-medoids groups depend on the set."""
     from plugin.core.clusters import _clusters

@@ -85,12 +85,16 @@ def _functional(cand: list[int], groups: list[tuple[int, ...]], i: int, sp: Scor
     return np.asarray(wilson_lower_bound(raw, member @ sp.support[cand], recipe.confidence_z), dtype=float)
 
 
-def _semantic(members: tuple[int, ...], hier, leaves: list[str], recipe: Recipe) -> tuple[float, str | None]:
-    """S (mean closeness of the members) and the domain (their LCA): they depend on the leaves, not the scores."""
+def _semantic(members: tuple[int, ...], hier, leaves: list[str], recipe: Recipe,
+              d: np.ndarray | None = None) -> tuple[float, str | None]:
+    """S (mean closeness of the members) and the domain (their LCA): they depend on the leaves, not the scores.
+
+    ``d``: the members' distance matrix, when the caller has it (a block of its candidates').
+    """
     names = [leaves[a] for a in members]
     if len(members) == 1:
         return recipe.singleton_semantic, hier.lca(names)
-    d = hier.distance_matrix(names)  # one vectorised lookup, not n^2 calls
+    d = hier.distance_matrix(names) if d is None else d  # one vectorised lookup, not n^2 calls
     close = np.where(d == 0, 1.0, 1.0 / np.where(d > 0, d, 1.0))
     return float(close[~np.eye(len(members), dtype=bool)].mean()), hier.lca(names)
 
@@ -124,8 +128,7 @@ def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe,
     hier = corpus.hierarchy
     leaves = sp.leaves
     raw = sp.scores[i]
-    adjusted = wilson_lower_bound(raw, sp.support, recipe.confidence_z)
-    order = np.lexsort((-raw, -adjusted))  # by adjusted, ties by raw
+    adjusted, order = (m[i] for m in sp.ranked(recipe.confidence_z))  # by adjusted, ties by raw
     top = tuple(LeafScore(leaves[j], hier.name(leaves[j]), float(raw[j]), float(adjusted[j])) for j in order[: recipe.top_k])
     strong = [int(j) for j in order[: recipe.top_k] if adjusted[j] >= recipe.threshold]
     clusters = _clusters(strong, i, sp, hier, recipe, weak=False, singletons=recipe.singleton_candidates,
@@ -137,9 +140,11 @@ def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe,
     return _clusters(by_hits, i, sp, hier, recipe, weak=True, cache=groups_cache), top
 
 
-def _groups(cand: list[int], leaves: list[str], hier, recipe: Recipe, singletons: bool) -> list[list[int]]:
-    dist = hier.distance_matrix([leaves[j] for j in cand])
-    dist = np.where(np.isfinite(dist), dist, 100.0)  # disconnected custom roots: far apart
+def _groups(cand: list[int], leaves: list[str], hier, recipe: Recipe,
+            singletons: bool) -> tuple[list[list[int]], np.ndarray]:
+    """The K-medoids groups of ``cand`` (positions), and the candidates' distances as the tree gives them."""
+    raw = hier.distance_matrix([leaves[j] for j in cand])
+    dist = np.where(np.isfinite(raw), raw, 100.0)  # disconnected custom roots: far apart
     groups = []
     for k in range(recipe.k_min, min(recipe.k_max, len(cand)) + 1):
         labs, meds = kmedoids_labels(dist, k, recipe.seed)
@@ -148,7 +153,7 @@ def _groups(cand: list[int], leaves: list[str], hier, recipe: Recipe, singletons
         # Every strong leaf alone, too (K = n): with k_max 4, six responsive garments never split,
         # and a trouser class would have to take a cluster without the trouser leaf.
         groups += [[g] for g in range(len(cand))]
-    return groups
+    return groups, raw
 
 
 def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak: bool,
@@ -164,17 +169,19 @@ def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak
     if key not in cache:
         cache[key] = _groups(cand, leaves, hier, recipe, singletons)
     alpha = recipe.weak_alpha if weak else recipe.alpha
+    found, dist = cache[key]
     groups: dict[tuple[int, ...], list[int]] = {}  # sorted members -> positions in cand, each set once, in order
-    for group in cache[key]:
+    for group in found:
         groups.setdefault(tuple(sorted(cand[g] for g in group)), group)
     groups = list(groups.items())
     functional = _functional(cand, [local for _, local in groups], i, sp, recipe, weak)
     # Filtered samples at full capacity (the filtered count itself after an exhaustive pass).
     filtered = sp.filtered_at_capacity(recipe)[i]
     clusters = []
-    for (members, _), f in zip(groups, functional.tolist()):
+    for (members, local), f in zip(groups, functional.tolist()):
         if members not in cache:
-            cache[members] = _semantic(members, hier, leaves, recipe)
+            at = sorted(local)  # cand is sorted, so these are the members' rows, in the members' order
+            cache[members] = _semantic(members, hier, leaves, recipe, dist[np.ix_(at, at)])
         semantic, domain = cache[members]
         n = int(round(float(filtered[list(members)].sum())))
         clusters.append(Cluster(members, f, semantic, alpha * f + (1 - alpha) * semantic, n, domain, weak))

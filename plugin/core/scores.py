@@ -66,6 +66,7 @@ class ScorePass:
     exhaustive_queries: int | None = None
     rounds: list[dict] = field(default_factory=list)
     _filtered: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _ranked: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.capacity is None:
@@ -103,6 +104,17 @@ class ScorePass:
     def scores(self) -> np.ndarray:
         """The functional-score matrix ``l(i, j)`` (computed once; a 1,000-class pass asks per class)."""
         return self.counts / np.maximum(self.totals, 1)[None, :]
+
+    def ranked(self, z: float) -> tuple[np.ndarray, np.ndarray]:
+        """The support-adjusted scores (Wilson bound at ``z``) and, per class, the leaves best first.
+
+        Ties in the adjusted score go to the raw score. Computed for every class
+        at once and kept: steps 2-4 ask per class, several times a pass.
+        """
+        if z not in self._ranked:
+            adjusted = wilson_lower_bound(self.scores, np.asarray(self.support)[None, :], z)
+            self._ranked[z] = (adjusted, np.lexsort((-self.scores, -adjusted), axis=-1))
+        return self._ranked[z]
 
     def supply(self, i: int, members, recipe: Recipe) -> float:
         """Filtered images class ``i`` could get from ``members`` at full capacity.
