@@ -31,7 +31,7 @@ import numpy as np
 from plugin.core.blackbox import BlackBox, TensorBlackBox
 from plugin.core.corpus import Corpus, LazyImages
 from plugin.core.recipe import Recipe
-from plugin.core.transforms import _BATCH_RESIZE_PIXELS, expand_leaf, expand_to_input
+from plugin.core.transforms import expand_leaf, expand_to_input, resized_alone
 
 Progress = Callable[[int], None]  # called with the number of queries just made
 Choice = Callable[["ScorePass"], list]  # steps 2-4 on a pass: per class, the chosen leaves (or None)
@@ -65,8 +65,7 @@ class ScorePass:
     capacity: np.ndarray | None = None
     exhaustive_queries: int | None = None
     rounds: list[dict] = field(default_factory=list)
-    _filtered: tuple | None = field(default=None, init=False, repr=False, compare=False)
-    _ranked: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # derived matrices, by kind
 
     def __post_init__(self):
         if self.capacity is None:
@@ -111,10 +110,11 @@ class ScorePass:
         Ties in the adjusted score go to the raw score. Computed for every class
         at once and kept: steps 2-4 ask per class, several times a pass.
         """
-        if z not in self._ranked:
+        key = ("ranked", z)
+        if key not in self._memo:
             adjusted = wilson_lower_bound(self.scores, np.asarray(self.support)[None, :], z)
-            self._ranked[z] = (adjusted, np.lexsort((-self.scores, -adjusted), axis=-1))
-        return self._ranked[z]
+            self._memo[key] = (adjusted, np.lexsort((-self.scores, -adjusted), axis=-1))
+        return self._memo[key]
 
     def supply(self, i: int, members, recipe: Recipe) -> float:
         """Filtered images class ``i`` could get from ``members`` at full capacity.
@@ -133,8 +133,8 @@ class ScorePass:
         cluster, and relabelling every member leaf each time was most of a
         10-class model's clustering).
         """
-        key = (recipe.include_original, self.counts.shape[0])
-        if self._filtered is None or self._filtered[0] != key:
+        key = ("filtered", recipe.include_original)
+        if key not in self._memo:
             out = np.zeros(self.counts.shape, dtype=float)
             for j, labels in enumerate(self.labels):
                 lab = image_labels(labels, recipe)
@@ -142,8 +142,8 @@ class ScorePass:
                     known = lab[(lab >= 0) & (lab < out.shape[0])]  # a label outside the classes counts for none
                     hist = np.bincount(known, minlength=out.shape[0])
                     out[:, j] = hist * float(self.capacity[j]) / len(lab)
-            self._filtered = (key, out)
-        return self._filtered[1]
+            self._memo[key] = out
+        return self._memo[key]
 
 
 def wilson_lower_bound(p: np.ndarray | float, n: np.ndarray | float, z: float) -> np.ndarray:
@@ -175,11 +175,6 @@ Job = tuple[int, int, int]  # (leaf index, first image, stop image)
 def _seed(recipe: Recipe, j: int, start: int) -> int:
     base = recipe.seed * 1_000_003 + j  # the exhaustive pass's per-leaf seed, kept for reproducibility
     return base if start == 0 else base * 1_000_033 + start
-
-
-def _large(image) -> bool:
-    shape = getattr(image, "shape", (0, 0))
-    return int(np.prod(shape[:2] if len(shape) == 3 and shape[-1] in (1, 3, 4) else shape[-2:])) > _BATCH_RESIZE_PIXELS
 
 
 class _Pipeline:
@@ -217,7 +212,7 @@ class _Pipeline:
         j, a, b = job
         images = self.corpus.leaves[j].images
         fetched = [images[k] for k in range(a, b)]
-        if ahead and self.spec is not None and (self.spec_on_cuda or any(_large(im) for im in fetched)):
+        if ahead and self.spec is not None and (self.spec_on_cuda or any(resized_alone(im) for im in fetched)):
             from plugin.core.transforms import resize_batch
 
             # In the pool, one call per image shape. On CUDA the host side (stacking, pinning, the
@@ -505,7 +500,7 @@ def _unsettled_classes(choice: Choice, sp: ScorePass, is_open: np.ndarray, copie
     rates = np.where(is_open[None, :], worst, p)
     shaken = ScorePass(sp.leaves, rates * np.maximum(sp.totals, 1)[None, :], sp.totals, sp.n_images, sp.labels,
                        sp.queries, sp.seconds, capacity=sp.capacity)
-    shaken._filtered = sp._filtered  # the same labels: filtered once per snapshot
+    shaken._memo.update((k, v) for k, v in sp._memo.items() if k[0] == "filtered")  # the same labels: filtered once
     return np.array([a != b for a, b in zip(choice(shaken), base)], dtype=bool)
 
 

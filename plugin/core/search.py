@@ -35,16 +35,17 @@ def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | N
     again on the very same scores: the memo (keyed on what steps 2-4 read) spares that second run.
     ``cache`` belongs to one pass with one recipe (the search's), so the key leaves both out.
     """
-    key = ("choice", _fingerprint(sp)) if cache is not None else None
-    if key is not None and key in cache:
-        return cache[key]
+    memo = cache.setdefault("choices", {}) if cache is not None else None
+    key = _fingerprint(sp) if memo is not None else None
+    if memo is not None and key in memo:
+        return memo[key]
     scaled = _scaled(sp, recipe)
     options, tops = zip(*(candidate_clusters(i, sp, corpus, scaled, cache) for i in range(sp.counts.shape[0])))
     out = (list(options), tops, choose_clusters(list(options), corpus, scaled, sp.leaves))
-    if key is not None:
-        for old in [k for k in cache if isinstance(k, tuple) and k and k[0] == "choice"][:-1]:
-            del cache[old]  # keep the last two (a round's choice and its settle check's): memory stays flat
-        cache[key] = out
+    if memo is not None:
+        if len(memo) >= 2:  # keep the last two (a round's choice and its settle check's): memory stays flat
+            del memo[next(iter(memo))]
+        memo[key] = out
     return out
 
 

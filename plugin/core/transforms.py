@@ -171,6 +171,16 @@ def expand_leaf(images: Sequence[np.ndarray], recipe: Recipe, seed: int) -> list
     return [c for per_image in copies for c in per_image]
 
 
+def resized_alone(image) -> bool:
+    """Whether :func:`resize_batch` resizes ``image`` on its own on CPU (too large to stack with others).
+
+    ``image``: HxW or HxWxC array, or a ``(C, h, w)`` tensor.
+    """
+    shape = tuple(image.shape)
+    hw = shape[-2:] if hasattr(image, "permute") else shape[:2]
+    return hw[0] * hw[1] > _BATCH_RESIZE_PIXELS
+
+
 def resize_to_spec(img: np.ndarray, spec, device: str | None = None):
     """One raw image -> a ``(3, h, w)`` uint8 tensor at the model's pre-crop size (its own interpolation)."""
     return resize_batch([img], spec, device)[0]
@@ -195,7 +205,7 @@ def resize_batch(images: Sequence, spec, device: str | None = None) -> list:
     rgbs = [as_rgb(img) for img in images]
     groups: dict[tuple, list[int]] = {}
     for i, rgb in enumerate(rgbs):
-        alone = dev.type == "cpu" and rgb.shape[0] * rgb.shape[1] > _BATCH_RESIZE_PIXELS
+        alone = dev.type == "cpu" and resized_alone(rgb)
         groups.setdefault((*rgb.shape[:2], i if alone else -1), []).append(i)
     mode = {"bicubic": "bicubic", "nearest": "nearest"}.get(spec.interpolation, "bilinear")
     kw = {} if mode == "nearest" else {"antialias": True, "align_corners": False}
