@@ -148,7 +148,7 @@ def stages(n: int, images: int, recipe: Recipe, accuracy: float, input_size: int
     from plugin.artifacts import write_artifacts
     from plugin.checks import get_check
     from plugin.checks.base import CheckContext
-    from plugin.core.clusters import candidate_clusters, choose_clusters, finalize_class
+    from plugin.core.clusters import choose_clusters, class_clusters, finalize_class, top_leaves
     from plugin.core.scores import effective_min_samples
     from plugin.core.search import score_pass, search
 
@@ -159,12 +159,12 @@ def stages(n: int, images: int, recipe: Recipe, accuracy: float, input_size: int
     eff = recipe.replace(min_samples=effective_min_samples(sp, recipe))
     gc.collect()
     t0 = time.perf_counter()
-    options, tops = zip(*(candidate_clusters(i, sp, corpus, eff) for i in range(sp.counts.shape[0])))
+    options = class_clusters(sp, corpus, eff)
     row["candidates + K-medoids"] = time.perf_counter() - t0
-    chosen, row["choose + coherence"] = timed(choose_clusters, list(options), corpus, eff, sp.leaves)
+    chosen, row["choose + coherence"] = timed(choose_clusters, options, corpus, eff, sp.leaves)
     gc.collect()
     t0 = time.perf_counter()
-    [finalize_class(i, c, tops[i], sp, corpus, eff) for i, c in enumerate(chosen)]
+    [finalize_class(i, c, top_leaves(i, sp, corpus, eff), sp, corpus, eff) for i, c in enumerate(chosen)]
     row["filtering"] = time.perf_counter() - t0
     bb = TreeBlackBox(corpus, list(range(n)), accuracy, input_size)
     res, row["search (total)"] = timed(search, bb, corpus, recipe, "tree")

@@ -27,7 +27,7 @@ from plugin.models.torch_blackbox import TorchBlackBox
 from plugin.demo.corpus import DIGIT_SYNSETS, FASHION_SYNSETS, load_demo_corpus
 from plugin.demo.models import DEMO_MODELS, build_demo_models, model_dir
 from plugin.core.recipe import Recipe
-from plugin.core.clusters import candidate_clusters, choose_clusters
+from plugin.core.clusters import choose_clusters, class_clusters
 from plugin.core.search import score_pass  # step 1 as the search runs it (it may stop once the choice is settled)
 
 GYM_SHOE = "n03472535"
@@ -40,7 +40,7 @@ CHOICE_GRID = dict(coherence=[0.0, 0.25, 0.5, 1.0], coherence_anchor_classes=[1,
 
 
 def options_of(sp, corpus, recipe):
-    return [candidate_clusters(i, sp, corpus, recipe)[0] for i in range(sp.counts.shape[0])]
+    return class_clusters(sp, corpus, recipe)
 
 
 def chosen(sp, corpus, recipe):

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from plugin.core.clusters import candidate_clusters, choose_clusters, finalize_class, runner_up
+from plugin.core.clusters import choose_clusters, class_clusters, finalize_class, runner_up, top_leaves
 from plugin.core.corpus import Corpus, Leaf
 from plugin.core.findings import Findings, Verdict
 from plugin.core.flags import DECOY, LABELS, MIXED, SINK, flag_summary, label_contradiction_flag, model_flags, with_flags
@@ -50,9 +50,10 @@ def exact_pass(tree, answers: dict[str, dict[int, int]], num_classes: int) -> tu
 
 
 def run(sp, corpus, recipe=RECIPE):
-    options, tops = zip(*(candidate_clusters(i, sp, corpus, recipe) for i in range(sp.counts.shape[0])))
-    chosen = choose_clusters(list(options), corpus, recipe, sp.leaves)
-    found = [finalize_class(i, c, tops[i], sp, corpus, recipe, runner_up(o, c, corpus, recipe, sp.leaves)).finding
+    options = class_clusters(sp, corpus, recipe)
+    chosen = choose_clusters(options, corpus, recipe, sp.leaves)
+    found = [finalize_class(i, c, top_leaves(i, sp, corpus, recipe), sp, corpus, recipe,
+                            runner_up(o, c, corpus, recipe, sp.leaves)).finding
              for i, (o, c) in enumerate(zip(options, chosen))]
     return found, model_flags(found, sp, corpus.hierarchy, recipe)
 

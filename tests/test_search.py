@@ -126,7 +126,7 @@ def test_open_world_guess_weighs_leaves_at_capacity_not_by_queries_spent():
     The weak guess must rank a leaf by the hits it would give at capacity:
     leaf 2 (3 of 5 images, stopped early) outranks leaf 0 (8 of 40).
     """
-    from plugin.core.clusters import candidate_clusters
+    from plugin.core.clusters import class_clusters
     from plugin.core.scores import ScorePass
 
     corpus = small_corpus()
@@ -138,7 +138,7 @@ def test_open_world_guess_weighs_leaves_at_capacity_not_by_queries_spent():
                    capacity=np.full(5, 40))
     assert sp.hits_at_capacity[0].tolist() == [8, 0, 24, 0, 0]
     recipe = Recipe(threshold=0.9, min_samples=20, transforms_per_image=0, include_original=True)  # nothing strong
-    clusters, _ = candidate_clusters(0, sp, corpus, recipe)
+    clusters = class_clusters(sp, corpus, recipe, classes=[0])[0]
     by_members = {c.members: c for c in clusters}
     assert all(c.weak for c in clusters)
     assert by_members[(2,)].functional == pytest.approx(0.75) and by_members[(0,)].functional == pytest.approx(0.25)
@@ -191,7 +191,7 @@ def test_ranked_scores_are_the_per_class_bound_and_order():
 
 
 def test_cluster_scores_match_their_definition_and_ignore_candidate_order():
-    """Vectorised cluster scores equal the per-cluster Wilson bound; K-medoids groups depend on the set."""
+    """Vectorised cluster scores equal the per-cluster Wilson bound bit for bit; K-medoids groups depend on the set."""
     from plugin.core.clusters import _clusters
 
     rng = np.random.default_rng(5)
@@ -199,15 +199,41 @@ def test_cluster_scores_match_their_definition_and_ignore_candidate_order():
     sp = _random_pass(rng, corpus)
     recipe = Recipe(k_max=3, singleton_candidates=True)
     for i in range(3):
-        clusters = _clusters([4, 0, 2, 1], i, sp, corpus.hierarchy, recipe, weak=False, singletons=True)
+        clusters = _clusters([(i, [4, 0, 2, 1])], sp, corpus.hierarchy, recipe, False, True, {})[0]
         assert len({c.members for c in clusters}) == len(clusters)  # each member set once
         for c in clusters:
             m = list(c.members)
             raw = sp.counts[i, m].sum() / sp.totals[m].sum()
-            assert c.functional == pytest.approx(float(wilson_lower_bound(raw, sp.support[m].sum(), recipe.confidence_z)))
+            assert c.functional == float(wilson_lower_bound(raw, sp.support[m].sum(), recipe.confidence_z))
             assert c.n_samples == round(sp.supply(i, c.members, recipe))
-        again = _clusters([1, 2, 0, 4], i, sp, corpus.hierarchy, recipe, weak=False, singletons=True)
+        again = _clusters([(i, [1, 2, 0, 4])], sp, corpus.hierarchy, recipe, False, True, {})[0]
         assert [(c.members, c.objective) for c in again] == [(c.members, c.objective) for c in clusters]
+
+
+def test_classes_scored_together_equal_each_class_alone():
+    """One batched call over all classes gives what each class gets alone, weak guesses included."""
+    from plugin.core.clusters import class_clusters
+
+    rng = np.random.default_rng(8)
+    corpus = small_corpus()
+    sp = _random_pass(rng, corpus, classes=4)
+    for recipe in (Recipe(min_samples=1, threshold=0.05), Recipe(min_samples=10**6)):  # strong; every class a weak guess
+        together = class_clusters(sp, corpus, recipe)
+        assert together == [class_clusters(sp, corpus, recipe, classes=[i])[0] for i in range(4)]
+        assert any(c.weak for c in together[0]) == (recipe.min_samples > 1)
+
+
+def test_member_sums_are_numpys_own_sums():
+    """Sums of 8 or more terms are pairwise in numpy: the batched sums must be the very same floats."""
+    from plugin.core.clusters import _member_sums
+
+    rng = np.random.default_rng(2)
+    mat = rng.random((3, 40)) * rng.integers(1, 50, size=(3, 40)) / 7
+    members = [tuple(sorted(rng.choice(40, size=int(rng.integers(1, 14)), replace=False))) for _ in range(200)]
+    rows = rng.integers(0, 3, size=200)
+    got = _member_sums(mat, rows, members)
+    assert got.tolist() == [float(mat[r, list(m)].sum()) for r, m in zip(rows, members)]
+    assert any(len(m) >= 8 for m in members)
 
 
 class NoisyLeafBox(CountingBlackBox):
@@ -257,7 +283,7 @@ def test_the_settled_choice_is_reused_only_for_the_same_scores():
     fresh = _steps_2_to_4(shaken, corpus, recipe, cache)
     assert fresh is not first
     uncached = _steps_2_to_4(shaken, corpus, recipe, None)
-    assert [c and c.members for c in fresh[2]] == [c and c.members for c in uncached[2]]
+    assert [c and c.members for c in fresh[1]] == [c and c.members for c in uncached[1]]
     assert len(cache["choices"]) == 2  # memory stays flat: the last two states
 
 

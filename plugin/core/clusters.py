@@ -1,6 +1,7 @@
 """Steps 2-4 of the search: candidates, K-medoids clusters, the objective, coherence, filtering."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -72,19 +73,6 @@ class ClassSearch:
     samples: list[tuple[int, int]] = field(default_factory=list)  # (leaf index, image index)
 
 
-def _functional(cand: list[int], groups: list[tuple[int, ...]], i: int, sp: ScorePass, recipe: Recipe,
-                weak: bool) -> np.ndarray:
-    """The functional score of each group (positions in ``cand``) for class ``i``, in one vectorised call."""
-    member = np.zeros((len(groups), len(cand)))
-    for g, group in enumerate(groups):
-        member[g, list(group)] = 1.0
-    if weak:  # share of the class's responses, at full capacity (an adaptive pass sends leaves unequal numbers)
-        hits = sp.hits_at_capacity[i]
-        return member @ hits[cand] / max(hits.sum(), 1)
-    raw = (member @ sp.counts[i, cand]) / np.maximum(member @ sp.totals[cand], 1)
-    return np.asarray(wilson_lower_bound(raw, member @ sp.support[cand], recipe.confidence_z), dtype=float)
-
-
 def _semantic(members: tuple[int, ...], hier, leaves: list[str], recipe: Recipe,
               d: np.ndarray | None = None) -> tuple[float, str | None]:
     """S (mean closeness of the members) and the domain (their LCA): they depend on the leaves, not the scores.
@@ -93,10 +81,15 @@ def _semantic(members: tuple[int, ...], hier, leaves: list[str], recipe: Recipe,
     """
     names = [leaves[a] for a in members]
     if len(members) == 1:
-        return recipe.singleton_semantic, hier.lca(names)
+        return recipe.singleton_semantic, names[0]  # a node is its own deepest ancestor
     d = hier.distance_matrix(names) if d is None else d  # one vectorised lookup, not n^2 calls
-    close = np.where(d == 0, 1.0, 1.0 / np.where(d > 0, d, 1.0))
-    return float(close[~np.eye(len(members), dtype=bool)].mean()), hier.lca(names)
+    close = 1.0 / np.where(d > 0, d, 1.0)  # 1 / d, and 1.0 for the same node
+    return float(close[_off_diagonal(len(members))].mean()), hier.lca(names)
+
+
+@lru_cache(maxsize=64)
+def _off_diagonal(n: int) -> np.ndarray:
+    return ~np.eye(n, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -112,80 +105,126 @@ class Cluster:
     weak: bool = False  # below threshold: a domain guess, not a finding
 
 
-def candidate_clusters(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe,
-                       groups_cache: dict | None = None) -> tuple[list[Cluster], tuple[LeafScore, ...]]:
-    """Steps 2-3 for one class: candidates, K-medoids over K, merging, scoring.
+def class_clusters(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None = None,
+                   classes: Sequence[int] | None = None) -> list[list[Cluster]]:
+    """Steps 2-3 for every class (or ``classes``): candidates, K-medoids over K, merging, scoring.
 
     Strong candidates pass the threshold on the support-adjusted score. If no
-    strong cluster supplies ``min_samples`` filtered images (the true leaf may
-    be missing, or only tiny leaves respond), the class is not found, but we
-    still guess a domain from where its responses come from: leaves ranked by
-    their share of the class's hits, so one image labelled i counts less than
-    many (weak clusters). ``groups_cache`` keeps the K-medoids groups of a
-    candidate set: they depend on the leaves, not on their scores, and the
-    adaptive pass asks for the same sets round after round.
+    strong cluster of a class supplies ``min_samples`` filtered images (the
+    true leaf may be missing, or only tiny leaves respond), the class is not
+    found, but we still guess a domain from where its responses come from:
+    leaves ranked by their share of the class's hits, so one image labelled i
+    counts less than many (weak clusters). ``cache`` keeps the K-medoids
+    groups of a candidate set and the semantics of a member set: they depend
+    on the leaves, not on their scores, and the adaptive pass asks for the
+    same sets round after round. The classes are scored together, a few
+    array operations for all of them, not a dozen per class.
     """
+    classes = list(range(sp.counts.shape[0]) if classes is None else classes)
+    cache = {} if cache is None else cache
+    adjusted, order = sp.ranked(recipe.confidence_z)
+    top = order[classes, : recipe.top_k]
+    is_strong = np.take_along_axis(adjusted[classes], top, axis=1) >= recipe.threshold
+    strong = [row[keep].tolist() for row, keep in zip(top, is_strong)]
+    out = _clusters(list(zip(classes, strong)), sp, corpus.hierarchy, recipe, False, recipe.singleton_candidates, cache)
+    guess = [k for k, found in enumerate(out) if not any(c.n_samples >= recipe.min_samples for c in found)]
+    if guess:
+        hits = sp.hits_at_capacity[[classes[k] for k in guess]]
+        by_hits = np.argsort(-hits, axis=1, kind="stable")[:, : recipe.top_k]
+        enough = np.take_along_axis(hits, by_hits, axis=1) >= recipe.weak_min_hits
+        weak = _clusters([(classes[k], row[keep].tolist()) for k, row, keep in zip(guess, by_hits, enough)],
+                         sp, corpus.hierarchy, recipe, True, False, cache)
+        for k, found in zip(guess, weak):
+            out[k] = found
+    return out
+
+
+def top_leaves(i: int, sp: ScorePass, corpus: Corpus, recipe: Recipe) -> tuple[LeafScore, ...]:
+    """Class ``i``'s ``top_k`` leaves by support-adjusted score (ties to the raw score), for its finding."""
     hier = corpus.hierarchy
-    leaves = sp.leaves
-    raw = sp.scores[i]
-    adjusted, order = (m[i] for m in sp.ranked(recipe.confidence_z))  # by adjusted, ties by raw
-    top = tuple(LeafScore(leaves[j], hier.name(leaves[j]), float(raw[j]), float(adjusted[j])) for j in order[: recipe.top_k])
-    strong = [int(j) for j in order[: recipe.top_k] if adjusted[j] >= recipe.threshold]
-    clusters = _clusters(strong, i, sp, hier, recipe, weak=False, singletons=recipe.singleton_candidates,
-                         cache=groups_cache)
-    if any(c.n_samples >= recipe.min_samples for c in clusters):
-        return clusters, top
-    hits = sp.hits_at_capacity[i]
-    by_hits = [int(j) for j in np.argsort(-hits, kind="stable")[: recipe.top_k] if hits[j] >= recipe.weak_min_hits]
-    return _clusters(by_hits, i, sp, hier, recipe, weak=True, cache=groups_cache), top
+    adjusted, order = (m[i] for m in sp.ranked(recipe.confidence_z))
+    top = order[: recipe.top_k]
+    return tuple(LeafScore(sp.leaves[j], hier.name(sp.leaves[j]), r, a)
+                 for j, r, a in zip(top.tolist(), sp.scores[i, top].tolist(), adjusted[top].tolist()))
 
 
 def _groups(cand: list[int], leaves: list[str], hier, recipe: Recipe,
-            singletons: bool) -> tuple[list[list[int]], np.ndarray]:
-    """The K-medoids groups of ``cand`` (positions), and the candidates' distances as the tree gives them."""
+            singletons: bool) -> tuple[list[tuple[tuple[int, ...], list[int]]], np.ndarray]:
+    """The K-medoids groups of ``cand`` (sorted leaf indices), and the candidates' distances as the tree gives them.
+
+    Each group once, in order of first appearance, as ``(member leaves, positions in cand)``.
+    """
     raw = hier.distance_matrix([leaves[j] for j in cand])
     dist = np.where(np.isfinite(raw), raw, 100.0)  # disconnected custom roots: far apart
-    groups = []
+    found = []
     for k in range(recipe.k_min, min(recipe.k_max, len(cand)) + 1):
         labs, meds = kmedoids_labels(dist, k, recipe.seed)
-        groups += merge_clusters(labs, meds, dist, recipe.merge_distance)
+        found += merge_clusters(labs, meds, dist, recipe.merge_distance)
     if singletons:
         # Every strong leaf alone, too (K = n): with k_max 4, six responsive garments never split,
         # and a trouser class would have to take a cluster without the trouser leaf.
-        groups += [[g] for g in range(len(cand))]
-    return groups, raw
-
-
-def _clusters(cand: list[int], i: int, sp: ScorePass, hier, recipe: Recipe, weak: bool,
-              singletons: bool = False, cache: dict | None = None) -> list[Cluster]:
-    if not cand:
-        return []
-    leaves = sp.leaves
-    cache = {} if cache is None else cache  # the parts that do not depend on scores, by candidate set / members
-    # K-medoids sees the candidates in leaf order, not score order: its groups then depend on the
-    # set alone, and the adaptive pass's rounds (and its settle checks) find them cached.
-    cand = sorted(cand)
-    key = (tuple(cand), singletons)
-    if key not in cache:
-        cache[key] = _groups(cand, leaves, hier, recipe, singletons)
-    alpha = recipe.weak_alpha if weak else recipe.alpha
-    found, dist = cache[key]
-    groups: dict[tuple[int, ...], list[int]] = {}  # sorted members -> positions in cand, each set once, in order
+        found += [[g] for g in range(len(cand))]
+    groups: dict[tuple[int, ...], list[int]] = {}
     for group in found:
         groups.setdefault(tuple(sorted(cand[g] for g in group)), group)
-    groups = list(groups.items())
-    functional = _functional(cand, [local for _, local in groups], i, sp, recipe, weak)
+    return list(groups.items()), raw
+
+
+def _clusters(requests: list[tuple[int, list[int]]], sp: ScorePass, hier, recipe: Recipe, weak: bool,
+              singletons: bool, cache: dict) -> list[list[Cluster]]:
+    """The scored clusters of each ``(class, candidate leaves)`` request, in order."""
+    leaves = sp.leaves
+    rows: list[int] = []  # per cluster: its request
+    members: list[tuple[int, ...]] = []
+    for r, (_, cand) in enumerate(requests):
+        if not cand:
+            continue
+        # K-medoids sees the candidates in leaf order, not score order: its groups then depend on the
+        # set alone, and the adaptive pass's rounds (and its settle checks) find them cached.
+        cand = sorted(cand)
+        key = (tuple(cand), singletons)
+        if key not in cache:
+            cache[key] = _groups(cand, leaves, hier, recipe, singletons)
+        groups, dist = cache[key]
+        for m, local in groups:
+            if m not in cache:
+                at = sorted(local)  # cand is sorted, so these are the members' rows, in the members' order
+                cache[m] = _semantic(m, hier, leaves, recipe, dist[np.ix_(at, at)])
+            rows.append(r)
+            members.append(m)
+    out: list[list[Cluster]] = [[] for _ in requests]
+    if not members:
+        return out
+    cls = np.array([requests[r][0] for r in rows])
+    if weak:  # share of the class's responses, at full capacity (an adaptive pass sends leaves unequal numbers)
+        hits = sp.hits_at_capacity
+        functional = _member_sums(hits, cls, members) / np.maximum(hits.sum(axis=1), 1)[cls]
+    else:
+        every = np.zeros(len(members), dtype=int)  # per-leaf vectors: one row for every cluster
+        rate = _member_sums(sp.counts, cls, members) / np.maximum(_member_sums(sp.totals[None], every, members), 1)
+        functional = wilson_lower_bound(rate, _member_sums(np.asarray(sp.support)[None], every, members),
+                                        recipe.confidence_z)
     # Filtered samples at full capacity (the filtered count itself after an exhaustive pass).
-    filtered = sp.filtered_at_capacity(recipe)[i]
-    clusters = []
-    for (members, local), f in zip(groups, functional.tolist()):
-        if members not in cache:
-            at = sorted(local)  # cand is sorted, so these are the members' rows, in the members' order
-            cache[members] = _semantic(members, hier, leaves, recipe, dist[np.ix_(at, at)])
-        semantic, domain = cache[members]
-        n = int(round(float(filtered[list(members)].sum())))
-        clusters.append(Cluster(members, f, semantic, alpha * f + (1 - alpha) * semantic, n, domain, weak))
-    return clusters
+    supply = _member_sums(sp.filtered_at_capacity(recipe), cls, members)
+    alpha = recipe.weak_alpha if weak else recipe.alpha
+    for r, m, f, n in zip(rows, members, np.asarray(functional, dtype=float).tolist(), supply.tolist()):
+        semantic, domain = cache[m]
+        out[r].append(Cluster(m, f, semantic, alpha * f + (1 - alpha) * semantic, int(round(n)), domain, weak))
+    return out
+
+
+def _member_sums(mat: np.ndarray, rows: np.ndarray, members: list[tuple[int, ...]]) -> np.ndarray:
+    """Per cluster ``c``, ``mat[rows[c], members[c]].sum()``: the clusters of one size in one gather.
+
+    Bit for bit what ``sum()`` gives on each alone (numpy sums 8 or more terms
+    pairwise, so a running sum such as ``reduceat`` would not be).
+    """
+    size = np.fromiter(map(len, members), dtype=int, count=len(members))
+    out = np.empty(len(members))
+    for m in np.unique(size):
+        k = np.flatnonzero(size == m)
+        out[k] = mat[rows[k][:, None], np.array([members[c] for c in k])].sum(axis=1)
+    return out
 
 
 def _eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:
@@ -227,6 +266,15 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
             w[[col[j] for j in c.members]] = 1.0 / len(c.members)  # each class counts once
         return w
 
+    # Per pool: its leaves (rows of ``close``) and which cluster holds which, so a class's bonuses
+    # are two small products, not one product per cluster.
+    rows, holds = [], []
+    for pool in pools:
+        rows.append(sorted({col[j] for c in pool for j in c.members}))
+        at = {k: n for n, k in enumerate(rows[-1])}
+        holds.append(np.zeros((len(pool), len(rows[-1]))))
+        for n, c in enumerate(pool):
+            holds[-1][n, [at[col[j]] for j in c.members]] = 1.0
     for _ in range(recipe.coherence_rounds):
         changed = False
         total = sum(weights(c) for c in chosen)
@@ -237,12 +285,10 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
             n_others = others.sum()
             if n_others <= 0:
                 continue
-
-            def key(c: Cluster):
-                bonus = float(close[[col[j] for j in c.members]].dot(others).mean() / n_others)
-                return (round(c.objective + recipe.coherence * bonus, 12), len(c.members))
-
-            best = max(pool, key=key)
+            # A cluster's bonus: the mean closeness of its leaves to the other classes' chosen leaves.
+            bonus = (holds[i] @ (close[rows[i]] @ others) / holds[i].sum(axis=1) / n_others).tolist()
+            keys = [(round(c.objective + recipe.coherence * b, 12), len(c.members)) for c, b in zip(pool, bonus)]
+            best = pool[max(range(len(pool)), key=keys.__getitem__)]
             if best is not chosen[i]:
                 total += weights(best) - weights(chosen[i])
                 chosen[i], changed = best, True
@@ -258,19 +304,9 @@ def domain_distance(hier, a: Cluster, b: Cluster) -> float:
     return float(hier.distance(a.domain, b.domain))
 
 
-def _leaf_distances(hier, leaves: list[str], a: Cluster, b: Cluster) -> np.ndarray:
-    d = np.asarray(hier.distance_matrix([leaves[j] for j in a.members], [leaves[j] for j in b.members]), dtype=float)
+def _leaf_distances(hier, leaves: list[str], a: Sequence[int], b: Sequence[int]) -> np.ndarray:
+    d = np.asarray(hier.distance_matrix([leaves[j] for j in a], [leaves[j] for j in b]), dtype=float)
     return np.where(np.isfinite(d), d, 100.0)  # disconnected custom roots: far apart
-
-
-def _far(hier, leaves: list[str], a: Cluster, b: Cluster, recipe: Recipe) -> bool:
-    """Every leaf of ``b`` lies at least ``runner_up_min_distance`` hops from every leaf of ``a``."""
-    return float(_leaf_distances(hier, leaves, a, b).min()) >= recipe.runner_up_min_distance
-
-
-def _within(hier, leaves: list[str], a: Cluster, b: Cluster, recipe: Recipe) -> bool:
-    """Every leaf of ``b`` lies closer than ``runner_up_min_distance`` hops to some leaf of ``a``."""
-    return float(_leaf_distances(hier, leaves, a, b).min(axis=0).max()) < recipe.runner_up_min_distance
 
 
 def _anchor_pools(pools: list[list[Cluster]], own: list[Cluster | None], hier, leaves: list[str],
@@ -287,23 +323,28 @@ def _anchor_pools(pools: list[list[Cluster]], own: list[Cluster | None], hier, l
     """
     strong = [k for k, c in enumerate(own) if c is not None and not c.weak]
     used = sorted({j for k in strong for j in own[k].members})
-    col = {j: n for n, j in enumerate(used)}
-    dist = np.asarray(hier.distance_matrix([leaves[j] for j in used]), dtype=float) if used else np.zeros((0, 0))
-    dist = np.where(np.isfinite(dist), dist, 100.0)
-    flat = np.array([col[j] for k in strong for j in own[k].members], dtype=int)
+    if not used:
+        return pools
+    pooled = sorted({j for pool in pools for c in pool for j in c.members})  # holds ``used``: own bests are in the pools
+    row, at = {j: n for n, j in enumerate(used)}, {j: n for n, j in enumerate(pooled)}
+    dist = _leaf_distances(hier, leaves, used, pooled)  # one call: at most leaves x leaves, not pairs of clusters
+    flat = np.array([at[j] for k in strong for j in own[k].members], dtype=int)
     starts = np.cumsum([0] + [len(own[k].members) for k in strong])[:-1]
     out = []
-    for i, (pool, c) in enumerate(zip(pools, own)):
+    for pool, c in zip(pools, own):
         if c is None or c.weak or c.functional < recipe.coherence_anchor_score:
             out.append(pool)
             continue
+        # Per pooled leaf, the hops to the nearest leaf of the class's own best.
+        near = dist[[row[j] for j in c.members]].min(axis=0)
         # Nearest leaf of every other class's own best, vectorised: a 1,000-class model has 1M pairs.
-        nearest = np.minimum.reduceat(dist[[col[j] for j in c.members]].min(axis=0)[flat], starts)
+        nearest = np.minimum.reduceat(near[flat], starts)
         support = int((nearest < recipe.runner_up_min_distance).sum()) - 1  # less the class itself (distance 0)
         if support < recipe.coherence_anchor_classes:
             out.append(pool)
-        else:
-            out.append([p for p in pool if _within(hier, leaves, c, p, recipe)])
+        else:  # only clusters whose every leaf lies near the own best
+            close = (near < recipe.runner_up_min_distance).tolist()
+            out.append([p for p in pool if all(close[at[j]] for j in p.members)])
     return out
 
 
@@ -321,7 +362,14 @@ def runner_up(options: list[Cluster], chosen: Cluster | None, corpus: Corpus, re
         return None
     hier = corpus.hierarchy
     leaves = leaves if leaves is not None else [l.synset for l in corpus.leaves]
-    far = [c for c in _eligible(options, recipe) if not c.weak and _far(hier, leaves, chosen, c, recipe)]
+    strong = [c for c in _eligible(options, recipe) if not c.weak]
+    pooled = sorted({j for c in strong for j in c.members})
+    if not pooled:
+        return None
+    # Per leaf, far from every chosen leaf: one distance call for the class, not one per cluster.
+    apart = dict(zip(pooled, (_leaf_distances(hier, leaves, chosen.members, pooled).min(axis=0)
+                              >= recipe.runner_up_min_distance).tolist()))
+    far = [c for c in strong if all(apart[j] for j in c.members)]
     return max(far, key=lambda c: (round(c.objective, 12), len(c.members))) if far else None
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from plugin.core.blackbox import BlackBox
-from plugin.core.clusters import ClassSearch, candidate_clusters, choose_clusters, finalize_class, runner_up
+from plugin.core.clusters import ClassSearch, choose_clusters, class_clusters, finalize_class, runner_up, top_leaves
 from plugin.core.corpus import Corpus
 from plugin.core.errors import CorpusError
 from plugin.core.findings import Findings, LeafSpend
@@ -29,7 +29,7 @@ def _scaled(sp: ScorePass, recipe: Recipe) -> Recipe:
 
 
 def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None):
-    """Per class its candidate clusters and top leaves, and the chosen clusters; memoised per pass state.
+    """Per class its candidate clusters, and the chosen clusters; memoised per pass state.
 
     The adaptive pass takes this choice after each round, and once it settles, the search takes it
     again on the very same scores: the memo (keyed on what steps 2-4 read) spares that second run.
@@ -40,8 +40,8 @@ def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | N
     if memo is not None and key in memo:
         return memo[key]
     scaled = _scaled(sp, recipe)
-    options, tops = zip(*(candidate_clusters(i, sp, corpus, scaled, cache) for i in range(sp.counts.shape[0])))
-    out = (list(options), tops, choose_clusters(list(options), corpus, scaled, sp.leaves))
+    options = class_clusters(sp, corpus, scaled, cache)
+    out = (options, choose_clusters(options, corpus, scaled, sp.leaves))
     if memo is not None:
         if len(memo) >= 2:  # keep the last two (a round's choice and its settle check's): memory stays flat
             del memo[next(iter(memo))]
@@ -63,9 +63,9 @@ def chosen_leaves(sp: ScorePass, corpus: Corpus, recipe: Recipe,
                   groups_cache: dict | None = None) -> list[tuple[int, ...] | None]:
     """Steps 2-4 on a pass: per class, the leaf indices of its chosen cluster (``None`` when none).
 
-    ``groups_cache`` (see :func:`~plugin.core.clusters.candidate_clusters`) is shared by the calls of one pass.
+    ``groups_cache`` (see :func:`~plugin.core.clusters.class_clusters`) is shared by the calls of one pass.
     """
-    return [c.members if c else None for c in _steps_2_to_4(sp, corpus, recipe, groups_cache)[2]]
+    return [c.members if c else None for c in _steps_2_to_4(sp, corpus, recipe, groups_cache)[1]]
 
 
 def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
@@ -98,9 +98,9 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
     sp = score_pass(blackbox, corpus, recipe, progress, reserve=reserve, groups_cache=cache)
     logged = recipe
     recipe = _scaled(sp, recipe)
-    options, tops, chosen = _steps_2_to_4(sp, corpus, logged, cache)
-    runners = [runner_up(o, c, corpus, recipe, sp.leaves) for o, c in zip(options, chosen)]
-    classes = [finalize_class(i, c, tops[i], sp, corpus, recipe, runners[i]) for i, c in enumerate(chosen)]
+    options, chosen = _steps_2_to_4(sp, corpus, logged, cache)
+    classes = [finalize_class(i, c, top_leaves(i, sp, corpus, recipe), sp, corpus, recipe,
+                              runner_up(o, c, corpus, recipe, sp.leaves)) for i, (o, c) in enumerate(zip(options, chosen))]
     found = [c.finding for c in classes]
     findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries, recipe=logged.to_dict(),
                         classes=tuple(found), verdict=model_verdict(found, corpus, recipe.verdict_max_span, recipe.verdict_min_depth), corpus=corpus.name,
