@@ -223,15 +223,33 @@ def test_classes_scored_together_equal_each_class_alone():
         assert any(c.weak for c in together[0]) == (recipe.min_samples > 1)
 
 
+def test_needed_rate_is_the_least_rate_that_passes():
+    """Per leaf, the least rate whose Wilson bound at its capacity reaches the threshold (1.01: none can)."""
+    from plugin.core.scores import needed_rate
+
+    recipe = Recipe(threshold=0.3)
+    cap = np.array([30, 1, 50, 30, 2, 0, 7])
+    need = needed_rate(cap, recipe)
+    assert need.shape == cap.shape and need[0] == need[3]
+    for rate, n in zip(need, np.maximum(cap, 1)):
+        if rate > 1:
+            assert wilson_lower_bound(1.0, n, recipe.confidence_z) < recipe.threshold
+        else:
+            assert wilson_lower_bound(rate, n, recipe.confidence_z) >= recipe.threshold
+            assert wilson_lower_bound(rate - 1e-8, n, recipe.confidence_z) < recipe.threshold
+    assert need[2] < need[0] < need[6]  # more images, less needed
+    assert np.array_equal(needed_rate(cap[::-1], recipe), need[::-1])
+
+
 def test_member_sums_are_numpys_own_sums():
     """Sums of 8 or more terms are pairwise in numpy: the batched sums must be the very same floats."""
-    from plugin.core.clusters import _member_sums
+    from plugin.core.clusters import _by_size, _member_sums
 
     rng = np.random.default_rng(2)
     mat = rng.random((3, 40)) * rng.integers(1, 50, size=(3, 40)) / 7
     members = [tuple(sorted(rng.choice(40, size=int(rng.integers(1, 14)), replace=False))) for _ in range(200)]
     rows = rng.integers(0, 3, size=200)
-    got = _member_sums(mat, rows, members)
+    got = _member_sums(mat, rows, _by_size(members))
     assert got.tolist() == [float(mat[r, list(m)].sum()) for r, m in zip(rows, members)]
     assert any(len(m) >= 8 for m in members)
 

@@ -73,23 +73,23 @@ class ClassSearch:
     samples: list[tuple[int, int]] = field(default_factory=list)  # (leaf index, image index)
 
 
-def _semantic(members: tuple[int, ...], hier, leaves: list[str], recipe: Recipe,
-              d: np.ndarray | None = None) -> tuple[float, str | None]:
-    """S (mean closeness of the members) and the domain (their LCA): they depend on the leaves, not the scores.
+def _semantics(groups: list[tuple[tuple[int, ...], list[int]]], dist: np.ndarray, hier, leaves: list[str],
+               recipe: Recipe) -> dict[tuple[int, ...], tuple[float, str | None]]:
+    """Per group, S (mean closeness of its members) and the domain (their LCA); they depend on the leaves, not the scores.
 
-    ``d``: the members' distance matrix, when the caller has it (a block of its candidates').
+    ``groups``: ``(member leaves, positions in the candidates)``; ``dist``: the candidates' distances.
+    Groups of one size are done in one gather (each S bit for bit its own mean).
     """
-    names = [leaves[a] for a in members]
-    if len(members) == 1:
-        return recipe.singleton_semantic, names[0]  # a node is its own deepest ancestor
-    d = hier.distance_matrix(names) if d is None else d  # one vectorised lookup, not n^2 calls
-    close = 1.0 / np.where(d > 0, d, 1.0)  # 1 / d, and 1.0 for the same node
-    return float(close[_off_diagonal(len(members))].mean()), hier.lca(names)
-
-
-@lru_cache(maxsize=64)
-def _off_diagonal(n: int) -> np.ndarray:
-    return ~np.eye(n, dtype=bool)
+    out = {m: (recipe.singleton_semantic, leaves[m[0]]) for m, _ in groups if len(m) == 1}  # a node is its own LCA
+    # Candidates are sorted, so the sorted positions are the members' rows, in the members' order.
+    multi = [(m, tuple(sorted(local))) for m, local in groups if len(m) > 1]
+    close = 1.0 / np.where(dist > 0, dist, 1.0)  # 1 / d, and 1.0 for the same node
+    for k, at in _by_size([local for _, local in multi]):
+        pairs = close[at[:, :, None], at[:, None, :]][:, ~np.eye(at.shape[1], dtype=bool)]
+        for c, s in zip(k.tolist(), pairs.mean(axis=1).tolist()):
+            m = multi[c][0]
+            out[m] = (s, hier.lca([leaves[a] for a in m]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -186,26 +186,24 @@ def _clusters(requests: list[tuple[int, list[int]]], sp: ScorePass, hier, recipe
         if key not in cache:
             cache[key] = _groups(cand, leaves, hier, recipe, singletons)
         groups, dist = cache[key]
-        for m, local in groups:
-            if m not in cache:
-                at = sorted(local)  # cand is sorted, so these are the members' rows, in the members' order
-                cache[m] = _semantic(m, hier, leaves, recipe, dist[np.ix_(at, at)])
-            rows.append(r)
-            members.append(m)
+        cache.update(_semantics([g for g in groups if g[0] not in cache], dist, hier, leaves, recipe))
+        rows += [r] * len(groups)
+        members += [m for m, _ in groups]
     out: list[list[Cluster]] = [[] for _ in requests]
     if not members:
         return out
     cls = np.array([requests[r][0] for r in rows])
+    sizes = _by_size(members)
     if weak:  # share of the class's responses, at full capacity (an adaptive pass sends leaves unequal numbers)
         hits = sp.hits_at_capacity
-        functional = _member_sums(hits, cls, members) / np.maximum(hits.sum(axis=1), 1)[cls]
+        functional = _member_sums(hits, cls, sizes) / np.maximum(hits.sum(axis=1), 1)[cls]
     else:
         every = np.zeros(len(members), dtype=int)  # per-leaf vectors: one row for every cluster
-        rate = _member_sums(sp.counts, cls, members) / np.maximum(_member_sums(sp.totals[None], every, members), 1)
-        functional = wilson_lower_bound(rate, _member_sums(np.asarray(sp.support)[None], every, members),
+        rate = _member_sums(sp.counts, cls, sizes) / np.maximum(_member_sums(sp.totals[None], every, sizes), 1)
+        functional = wilson_lower_bound(rate, _member_sums(np.asarray(sp.support)[None], every, sizes),
                                         recipe.confidence_z)
     # Filtered samples at full capacity (the filtered count itself after an exhaustive pass).
-    supply = _member_sums(sp.filtered_at_capacity(recipe), cls, members)
+    supply = _member_sums(sp.filtered_at_capacity(recipe), cls, sizes)
     alpha = recipe.weak_alpha if weak else recipe.alpha
     for r, m, f, n in zip(rows, members, np.asarray(functional, dtype=float).tolist(), supply.tolist()):
         semantic, domain = cache[m]
@@ -213,17 +211,21 @@ def _clusters(requests: list[tuple[int, list[int]]], sp: ScorePass, hier, recipe
     return out
 
 
-def _member_sums(mat: np.ndarray, rows: np.ndarray, members: list[tuple[int, ...]]) -> np.ndarray:
-    """Per cluster ``c``, ``mat[rows[c], members[c]].sum()``: the clusters of one size in one gather.
+def _by_size(members: list[tuple[int, ...]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The clusters of each size: ``(their positions, their members as a (count, size) array)``."""
+    size = np.fromiter(map(len, members), dtype=int, count=len(members))
+    return [(k, np.array([members[c] for c in k])) for k in (np.flatnonzero(size == m) for m in np.unique(size))]
+
+
+def _member_sums(mat: np.ndarray, rows: np.ndarray, sizes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per cluster ``c``, ``mat[rows[c], members of c].sum()``: the clusters of one size (:func:`_by_size`) in one gather.
 
     Bit for bit what ``sum()`` gives on each alone (numpy sums 8 or more terms
     pairwise, so a running sum such as ``reduceat`` would not be).
     """
-    size = np.fromiter(map(len, members), dtype=int, count=len(members))
-    out = np.empty(len(members))
-    for m in np.unique(size):
-        k = np.flatnonzero(size == m)
-        out[k] = mat[rows[k][:, None], np.array([members[c] for c in k])].sum(axis=1)
+    out = np.empty(sum(len(k) for k, _ in sizes))
+    for k, idx in sizes:
+        out[k] = mat[rows[k][:, None], idx].sum(axis=1)
     return out
 
 

@@ -23,7 +23,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Callable, Iterator
 
 import numpy as np
@@ -443,13 +443,20 @@ def needed_rate(capacity: np.ndarray, recipe: Recipe) -> np.ndarray:
     A leaf that stops early gives fewer images and needs more still. Above 1
     when no rate can pass (a leaf too small ever to be a candidate).
     """
-    cap = np.maximum(np.asarray(capacity, dtype=float), 1)
+    sizes, at = np.unique(np.maximum(np.asarray(capacity, dtype=float), 1), return_inverse=True)
+    return _needed_at(tuple(sizes.tolist()), recipe.threshold, recipe.confidence_z)[at.reshape(-1)]
+
+
+@lru_cache(maxsize=64)
+def _needed_at(sizes: tuple[float, ...], threshold: float, z: float) -> np.ndarray:
+    """:func:`needed_rate` per distinct capacity, kept: every search on one corpus and recipe asks the same."""
+    cap = np.array(sizes)
     lo, hi = np.zeros_like(cap), np.ones_like(cap)
     for _ in range(30):  # bisection: the bound rises with the rate
         mid = (lo + hi) / 2
-        passes = wilson_lower_bound(mid, cap, recipe.confidence_z) >= recipe.threshold
+        passes = wilson_lower_bound(mid, cap, z) >= threshold
         hi, lo = np.where(passes, mid, hi), np.where(passes, lo, mid)
-    never = wilson_lower_bound(1.0, cap, recipe.confidence_z) < recipe.threshold
+    never = wilson_lower_bound(1.0, cap, z) < threshold
     return np.where(never, 1.01, hi)
 
 
