@@ -104,6 +104,31 @@ def test_usage_errors_exit_2_in_one_line(capsys, argv):
     assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
+@pytest.mark.parametrize("value", ["many", "0", "-2", "1e3"])
+def test_bad_thread_setting_refused_before_any_work(capsys, spy_queries, monkeypatch, value):
+    monkeypatch.setenv("DOMAIN_FINDER_THREADS", value)
+    line = _refused(capsys, ["investigate", "footwear", "--recipe", "ci"])
+    assert "DOMAIN_FINDER_THREADS" in line and repr(value) in line
+    assert not spy_queries
+
+
+def test_fetch_threads_follow_the_cores_or_the_setting(monkeypatch):
+    """A GPU box's cores decode in parallel; a 2-core machine keeps 2; the setting wins."""
+    import os
+
+    from plugin.core.scores import _Pipeline
+    from plugin.core.settings import io_threads
+
+    monkeypatch.delenv("DOMAIN_FINDER_THREADS", raising=False)
+    for cores, want in [(1, 2), (2, 2), (16, 8), (None, 2)]:
+        monkeypatch.setattr(os, "cpu_count", lambda c=cores: c)
+        assert io_threads() == want
+    monkeypatch.setenv("DOMAIN_FINDER_THREADS", "3")
+    assert io_threads() == 3
+    with _Pipeline(blackbox.CountingBlackBox(num_classes=2), load_demo_corpus(), Recipe.load("ci"), None) as pipe:
+        assert pipe.threads == 3 and pipe.pool._max_workers == 3
+
+
 def test_serve_hub_missing_folder(capsys):
     assert "serve-hub /nope: no such folder" in _refused(capsys, ["serve-hub", "/nope"])
 

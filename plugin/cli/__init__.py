@@ -12,7 +12,7 @@ import sys
 
 from plugin.cli import demo, hub, investigate, scan
 from plugin.core.errors import DomainFinderError, HubError
-from plugin.core.settings import tracking_uri_default
+from plugin.core.settings import io_threads, tracking_uri_default
 
 EXIT_USAGE = 2
 EXIT_HUB = 3
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tracking_uri_default()
     try:
+        io_threads()  # a bad DOMAIN_FINDER_THREADS is refused here, before any work
         return args.func(args)
     except HubError as e:
         print(f"domain-finder: hub unreachable: {_one_line(e)}", file=sys.stderr)

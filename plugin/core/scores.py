@@ -31,13 +31,14 @@ import numpy as np
 from plugin.core.blackbox import BlackBox, TensorBlackBox
 from plugin.core.corpus import Corpus, LazyImages
 from plugin.core.recipe import Recipe
+from plugin.core.settings import io_threads
 from plugin.core.transforms import expand_leaf, expand_to_input, resized_alone
 
 Progress = Callable[[int], None]  # called with the number of queries just made
 Choice = Callable[["ScorePass"], list]  # steps 2-4 on a pass: per class, the chosen leaves (or None)
 CHUNK = 512  # raw images expanded ahead of the black box
 CHUNK_PIXELS = 40_000_000  # model-input values per chunk on CPU (about 160 MB of float32)
-PREFETCH = 4  # jobs whose images are fetched (decoded) ahead of the device
+PREFETCH = 2  # jobs fetched (decoded) ahead of the device, per fetch thread
 
 
 @dataclass
@@ -194,7 +195,8 @@ class _Pipeline:
         self.max_images = max(1, self.chunk // copies)  # images per job, so a job fits a chunk
         # One pool for the whole pass: the adaptive pass runs a round at a time, and
         # starting threads per round cost a 32 px model's search about 5% of its time.
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="df-fetch")
+        self.threads = io_threads()
+        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="df-fetch")
 
     def __enter__(self) -> "_Pipeline":
         return self
@@ -236,7 +238,7 @@ class _Pipeline:
         """Each job with its images, in order; decoding and large resizes run ahead in the pool."""
         inline = [self._inline(job) for job in jobs]
         ahead = [k for k, flag in enumerate(inline) if not flag]
-        pending = {k: self.pool.submit(self._fetch, jobs[k]) for k in ahead[:PREFETCH]}
+        pending = {k: self.pool.submit(self._fetch, jobs[k]) for k in ahead[: PREFETCH * self.threads]}
         nxt = len(pending)
         try:
             for k, job in enumerate(jobs):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from plugin.core.errors import ConfigError
+
 
 def cache_root() -> Path:
     """Where decoded images and built demo artefacts are cached (``DOMAIN_FINDER_CACHE``)."""
@@ -23,3 +25,17 @@ def fashion_mnist_dir() -> Path:
 def tracking_uri_default() -> str:
     """The MLflow store used when ``MLFLOW_TRACKING_URI`` is unset."""
     return os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+
+
+def io_threads() -> int:
+    """Threads that decode and fetch images (``DOMAIN_FINDER_THREADS``; default: the cores, 2 to 8).
+
+    PIL and numpy release the GIL while they decode and copy, so a GPU box's
+    cores keep the device fed; a 2-core machine keeps 2.
+    """
+    raw = os.environ.get("DOMAIN_FINDER_THREADS", "").strip()
+    if not raw:
+        return max(2, min(8, os.cpu_count() or 2))
+    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+        raise ConfigError(f"DOMAIN_FINDER_THREADS must be a whole number from 1 to 256, not {raw!r}")
+    return int(raw)

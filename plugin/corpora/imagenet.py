@@ -26,11 +26,10 @@ import numpy as np
 from plugin.core.corpus import Corpus, LazyImages, Leaf
 from plugin.core.errors import CorpusError, CorruptImageError, HierarchyError
 from plugin.core.hierarchy import Hierarchy, normalize_wnid
-from plugin.core.settings import cache_root
+from plugin.core.settings import cache_root, io_threads
 
 log = logging.getLogger(__name__)
 LOADER_VERSION = 2  # part of every cache key: a loader change never serves stale images
-DECODE_THREADS = 2  # leaves decoded at once while loading (PIL releases the GIL)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
@@ -202,9 +201,9 @@ def load_imagenet_folder(path: str | Path, *, max_per_leaf: int | None = 50, max
                              short_side=short_side, lazy=lazy)
         return images, bad
 
-    # Leaves decode in a small thread pool; results come back in folder order, and with
-    # lazy=True each leaf's pixels are dropped as soon as it is validated and cached.
-    with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="df-decode") as pool:
+    # Leaves decode in a thread pool (PIL releases the GIL); results come back in folder order,
+    # and with lazy=True each leaf's pixels are dropped as soon as it is validated and cached.
+    with ThreadPoolExecutor(max_workers=io_threads(), thread_name_prefix="df-decode") as pool:
         it: Iterable = zip(folders, names, pool.map(one, folders))
         if progress:
             from tqdm.auto import tqdm
