@@ -104,7 +104,7 @@ def test_usage_errors_exit_2_in_one_line(capsys, argv):
     assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
-@pytest.mark.parametrize("value", ["many", "0", "-2", "1e3"])
+@pytest.mark.parametrize("value", ["many", "0", "-2", "1e3", "²", "999"])
 def test_bad_thread_setting_refused_before_any_work(capsys, spy_queries, monkeypatch, value):
     monkeypatch.setenv("DOMAIN_FINDER_THREADS", value)
     line = _refused(capsys, ["investigate", "footwear", "--recipe", "ci"])

@@ -75,7 +75,7 @@ class ClassSearch:
 
 def _semantics(groups: list[tuple[tuple[int, ...], list[int]]], dist: np.ndarray, hier, leaves: list[str],
                recipe: Recipe) -> dict[tuple[int, ...], tuple[float, str | None]]:
-    """Per group, S (mean closeness of its members) and the domain (their LCA); they depend on the leaves, not the scores.
+    """Per group, S (mean closeness of its members) and the domain (their LCA): leaves, not scores, decide them.
 
     ``groups``: ``(member leaves, positions in the candidates)``; ``dist``: the candidates' distances.
     Groups of one size are done in one gather (each S bit for bit its own mean).
@@ -218,7 +218,7 @@ def _by_size(members: list[tuple[int, ...]]) -> list[tuple[np.ndarray, np.ndarra
 
 
 def _member_sums(mat: np.ndarray, rows: np.ndarray, sizes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Per cluster ``c``, ``mat[rows[c], members of c].sum()``: the clusters of one size (:func:`_by_size`) in one gather.
+    """Per cluster ``c``, ``mat[rows[c], members of c].sum()``; the clusters of one size in one gather.
 
     Bit for bit what ``sum()`` gives on each alone (numpy sums 8 or more terms
     pairwise, so a running sum such as ``reduceat`` would not be).
@@ -327,7 +327,7 @@ def _anchor_pools(pools: list[list[Cluster]], own: list[Cluster | None], hier, l
     used = sorted({j for k in strong for j in own[k].members})
     if not used:
         return pools
-    pooled = sorted({j for pool in pools for c in pool for j in c.members})  # holds ``used``: own bests are in the pools
+    pooled = sorted({j for pool in pools for c in pool for j in c.members})  # holds ``used`` (own bests are pooled)
     row, at = {j: n for n, j in enumerate(used)}, {j: n for n, j in enumerate(pooled)}
     dist = _leaf_distances(hier, leaves, used, pooled)  # one call: at most leaves x leaves, not pairs of clusters
     flat = np.array([at[j] for k in strong for j in own[k].members], dtype=int)

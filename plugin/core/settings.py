@@ -36,6 +36,7 @@ def io_threads() -> int:
     raw = os.environ.get("DOMAIN_FINDER_THREADS", "").strip()
     if not raw:
         return max(2, min(8, os.cpu_count() or 2))
-    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+    n = int(raw) if raw.isdecimal() else 0  # isdecimal: what int() reads, no sign, no "²"
+    if not 1 <= n <= 256:
         raise ConfigError(f"DOMAIN_FINDER_THREADS must be a whole number from 1 to 256, not {raw!r}")
-    return int(raw)
+    return n
