@@ -83,6 +83,8 @@ def _semantics(groups: list[tuple[tuple[int, ...], list[int]]], dist: np.ndarray
     out = {m: (recipe.singleton_semantic, leaves[m[0]]) for m, _ in groups if len(m) == 1}  # a node is its own LCA
     # Candidates are sorted, so the sorted positions are the members' rows, in the members' order.
     multi = [(m, tuple(sorted(local))) for m, local in groups if len(m) > 1]
+    if not multi:
+        return out
     close = 1.0 / np.where(dist > 0, dist, 1.0)  # 1 / d, and 1.0 for the same node
     for k, at in _by_size([local for _, local in multi]):
         pairs = close[at[:, :, None], at[:, None, :]][:, ~np.eye(at.shape[1], dtype=bool)]

@@ -29,7 +29,7 @@ import numpy as np
 
 from plugin.core.findings import ClassFinding, Findings, Flag, Node
 from plugin.core.recipe import Recipe
-from plugin.core.scores import ScorePass, wilson_lower_bound
+from plugin.core.scores import ScorePass
 
 DECOY = "decoy-suspected"
 MIXED = "mixed-domains"
@@ -63,7 +63,7 @@ def _components(adjacent: np.ndarray) -> list[list[int]]:
 
 
 def _adjusted(sp: ScorePass, recipe: Recipe) -> np.ndarray:
-    return wilson_lower_bound(sp.scores, sp.support[None, :], recipe.confidence_z)
+    return sp.ranked(recipe.confidence_z)[0]  # the support-adjusted scores the search itself ranked by
 
 
 def decoy_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Recipe) -> list[Flag]:

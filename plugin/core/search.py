@@ -35,18 +35,20 @@ def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | N
     again on the very same scores: the memo (keyed on what steps 2-4 read) spares that second run.
     ``cache`` belongs to one pass with one recipe (the search's), so the key leaves both out.
     """
-    memo = cache.setdefault("choices", {}) if cache is not None else None
-    key = _fingerprint(sp) if memo is not None else None
-    if memo is not None and key in memo:
-        return memo[key]
-    scaled = _scaled(sp, recipe)
-    options = class_clusters(sp, corpus, scaled, cache)
-    out = (options, choose_clusters(options, corpus, scaled, sp.leaves))
-    if memo is not None:
+    if cache is None:
+        return _choose(sp, corpus, recipe, {})
+    memo, key = cache.setdefault("choices", {}), _fingerprint(sp)
+    if key not in memo:
         if len(memo) >= 2:  # keep the last two (a round's choice and its settle check's): memory stays flat
             del memo[next(iter(memo))]
-        memo[key] = out
-    return out
+        memo[key] = _choose(sp, corpus, recipe, cache)
+    return memo[key]
+
+
+def _choose(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict):
+    scaled = _scaled(sp, recipe)
+    options = class_clusters(sp, corpus, scaled, cache)
+    return options, choose_clusters(options, corpus, scaled, sp.leaves)
 
 
 def _fingerprint(sp: ScorePass) -> bytes:
