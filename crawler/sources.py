@@ -140,14 +140,10 @@ def failed_entry(repo_id, sha, error: str, category: str, source: str = "", limi
 
 
 def entry_failure(e: BaseException) -> tuple[str, tuple[str, float] | None]:
-    """The category and limit of an error met while describing an entry."""
-    if isinstance(e, ResourceLimitError):
-        return RESOURCE_LIMIT, (e.limit, e.value) if e.limit else None
-    if isinstance(e, TimeoutError):
-        return TIMEOUT, None
-    if isinstance(e, HubError):
-        return HUB_ERROR, None
-    return FAILED_CORRUPT, None
+    """The category and limit of an error met while describing an entry (an unknown one: a bad card or config)."""
+    from plugin.outcomes import failure_category, limits_of
+
+    return failure_category(e, unknown=FAILED_CORRUPT), next(iter(limits_of(e).items()), None)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""The one MLflow seam: run start, finish and fail, the tag and metric schema, ledger queries.
+"""The one MLflow seam: run start, finish and fail, the tag and metric schema, experiment and store set-up.
 
 Every other module logs through these functions; none imports ``mlflow``
 itself (the evaluator and run-context entry points subclass MLflow's base
-classes, which is all they take from it). Filter strings are only ever built
-here, from validated or escaped values.
+classes, which is all they take from it). The scan's vocabulary is in
+:mod:`plugin.outcomes`, and the ledger's queries are in
+:mod:`crawler.scan.ledger`, which builds its filter strings from validated
+or escaped values only.
 """
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from plugin.core.search import SearchResult
-
-TAG_PREFIX = "domain_finder."
+# The scan vocabulary lives in plugin.outcomes; these names are re-exported for the modules that read them
+# here (plugin.demo.hub, crawler.sources, tests).
+from plugin.outcomes import (ALREADY_AUDITED, CATEGORIES, CRASH, DETERMINISTIC, FAILED, FAILED_CORRUPT,  # noqa: F401
+                             HUB_ERROR, INVALID_REPO, INVESTIGATE, OUTCOMES, PERMANENT, REFUSED_UNSAFE, RESOURCE_LIMIT,
+                             SKIPPED_DOCUMENTED, SKIPPED_ENCODER, TAG_PREFIX, TIMEOUT, TRANSIENT, failure_category)
 # -- the tag schema -----------------------------------------------------------
 T_MODEL_ID = TAG_PREFIX + "model_id"
 T_REVISION = TAG_PREFIX + "revision"
@@ -48,36 +52,6 @@ EXPERIMENT_DESCRIPTION = (
     "`num_classes`, `found_fraction`, `confidence`, `queries_total`. Each run carries `report.html` and "
     "`findings.json` (its summary block first).")
 
-# -- outcomes: the values of T_OUTCOME and of a scan's summary rows ----------
-INVESTIGATE = "investigate"
-SKIPPED_DOCUMENTED = "skipped-documented"
-SKIPPED_ENCODER = "skipped-encoder"
-REFUSED_UNSAFE = "refused-unsafe"
-FAILED_CORRUPT = "failed-corrupt"
-FAILED = "failed"
-ALREADY_AUDITED = "already-audited"
-SUBMITTED = "submitted"
-OUTCOMES = (INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_UNSAFE, FAILED_CORRUPT)
-DETERMINISTIC = (REFUSED_UNSAFE, FAILED_CORRUPT)  # verdicts about the files: not retried for the same sha
-# Failure categories: every FAILED child run of a scan carries one (T_CATEGORY, and T_OUTCOME).
-INVALID_REPO = "invalid-repo"
-HUB_ERROR = "hub-error"
-TIMEOUT = "timeout"
-RESOURCE_LIMIT = "resource-limit"
-CRASH = "crash"
-CATEGORIES = (REFUSED_UNSAFE, INVALID_REPO, FAILED_CORRUPT, HUB_ERROR, TIMEOUT, RESOURCE_LIMIT, CRASH)
-PERMANENT = (REFUSED_UNSAFE, FAILED_CORRUPT, INVALID_REPO)  # settled when the bytes were verified (see ledger)
-TRANSIENT = (HUB_ERROR, TIMEOUT, RESOURCE_LIMIT, CRASH)  # retried on later scans, with a backoff
-# -- the ledger's tags (crawler.scan.ledger) -------------------------------------
-T_CATEGORY = TAG_PREFIX + "category"
-T_KEY = TAG_PREFIX + "key"  # hex digest of (repo, sha): the only hub-derived value a filter string ever holds raw
-T_ATTEMPT = TAG_PREFIX + "attempt"
-T_RETRY_AFTER = TAG_PREFIX + "retry_after"  # epoch seconds before which a transient failure is not retried
-T_VERIFIED = TAG_PREFIX + "verified"  # "1": the bytes judged matched the hub's sha256 / git oid
-T_LIMIT = TAG_PREFIX + "limit."  # + name: the local limit's value when it refused
-T_SUPERSEDED = TAG_PREFIX + "superseded_by"  # a retried failure points at the run that retried it
-T_OWNER = TAG_PREFIX + "owner"  # host:pid:start of the scan process that holds the run
-T_PEAK_RSS = TAG_PREFIX + "worker_peak_rss"  # bytes
 MAX_TAG = 5000
 
 
@@ -115,25 +89,7 @@ def investigating(identity: ModelIdentity) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
-# -- metrics and tags of a result ---------------------------------------------
-def summary_metrics(result: SearchResult, seconds: float) -> dict[str, float]:
-    f = result.findings
-    return {
-        "mean_functional_score": f.mean_functional_score,
-        "found_fraction": f.found_fraction,
-        "classes_found": float(sum(c.found for c in f.classes)),
-        "queries": float(f.queries),
-        "wall_time_s": seconds,
-        "score_pass_time_s": result.scores.seconds,
-    }
-
-
-def verdict_tags(result: SearchResult) -> dict[str, str]:
-    v = result.findings.verdict
-    return {T_VERDICT: v.kind, T_DOMAIN: v.domain.name if v.domain else "",
-            T_DOMAIN_SYNSET: v.domain.synset if v.domain else ""}
-
-
+# -- tags of a result ------------------------------------------------------------
 def flag_tags(findings) -> dict[str, str]:
     """``T_FLAGS`` (the kinds, for filtering and the scan summary) and one ``T_FLAG<kind>`` per kind (its classes)."""
     kinds = list(dict.fromkeys(f.kind for f in findings.flags))
@@ -168,17 +124,6 @@ def tracking_uri() -> str:
 
 def set_tracking_uri(uri: str) -> None:
     _mlflow().set_tracking_uri(uri)
-
-
-def outcome_of(e: BaseException) -> str:
-    """The outcome a failure stands for: a verdict about the files, or a plain failure."""
-    from plugin.core.errors import CheckpointError, UnsafeCheckpointError
-
-    if isinstance(e, UnsafeCheckpointError):
-        return REFUSED_UNSAFE
-    if isinstance(e, CheckpointError):
-        return FAILED_CORRUPT
-    return FAILED
 
 
 def failure_tags(reason: str, outcome: str | None = None) -> dict[str, str]:
@@ -236,7 +181,7 @@ def investigation_run(run_id: str | None, run_name: str | None, nested: bool):
     try:
         yield run
     except BaseException as e:
-        mlflow.set_tags(failure_tags(f"{type(e).__name__}: {e}", outcome_of(e)))
+        mlflow.set_tags(failure_tags(f"{type(e).__name__}: {e}", failure_category(e)))
         existing = mlflow.get_run(run.info.run_id).data.metrics
         mlflow.log_metrics({k: v for k, v in headline_metrics().items() if k not in existing})
         mlflow.log_text(traceback.format_exc(), "error.txt")
@@ -259,6 +204,7 @@ def use_experiment(name: str | None = None) -> str | None:
 
     if os.environ.get("MLFLOW_RUN_ID"):
         return None
+    init_store()  # set_experiment creates the schema of a fresh store: never two processes at once
     mlflow = _mlflow()
     exp = mlflow.set_experiment(name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
     if NOTE not in exp.tags:
@@ -369,49 +315,9 @@ def set_tag(run_id: str, key: str, value: str) -> None:
     client().set_tag(run_id, key, value[:MAX_TAG])
 
 
-# -- ledger queries -----------------------------------------------------------
-def _quote(value: str) -> str:
-    """An MLflow filter-string literal; backslash and quote escaped."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def runs_of(experiment_id: str, repo_id: str, sha: str, *, running_only: bool = False, max_results: int = 100) -> list:
-    """Runs tagged with ``(repo_id, sha)``, newest first."""
-    q = f"tags.`{T_MODEL_ID}` = {_quote(repo_id)} and tags.`{T_REVISION}` = {_quote(sha)}"
-    if running_only:
-        q += " and attributes.status = 'RUNNING'"
-    return client().search_runs([experiment_id], q, max_results=max_results)
-
-
-def ledger_key(repo_id: str, sha: str) -> str:
-    """A filter-safe key for ``(repo_id, sha)``: 40 hex digits, whatever the hub sent."""
-    import hashlib
-
-    return hashlib.sha256(f"{repo_id}\0{sha}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
-
-
-def runs_of_key(experiment_id: str, key: str, *, running_only: bool = False, max_results: int = 500) -> list:
-    """Runs tagged with the ledger key ``key`` (see :func:`ledger_key`), newest first."""
-    import re
-
-    if not re.fullmatch(r"[0-9a-f]{40}", key):
-        raise ValueError(f"not a ledger key: {key[:60]!r}")
-    q = f"tags.`{T_KEY}` = '{key}'"
-    if running_only:
-        q += " and attributes.status = 'RUNNING'"
-    return client().search_runs([experiment_id], q, max_results=max_results)
-
-
-def running_claims(experiment_id: str) -> list:
-    """Child runs still RUNNING in ``experiment_id`` that a scan claimed (they carry an owner and a ledger key)."""
-    runs = client().search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
-    return [r for r in runs if r.data.tags.get(T_OWNER) and r.data.tags.get(T_KEY) and T_SCAN not in r.data.tags]
-
-
-def running_scans(experiment_id: str) -> list:
-    """Parent scan runs still RUNNING in ``experiment_id``."""
-    return client().search_runs([experiment_id], f"tags.`{T_SCAN}` = '1' and attributes.status = 'RUNNING'",
-                                max_results=1000)
+def search_runs(experiment_id: str, filter_string: str, max_results: int = 1000) -> list:
+    """Runs of ``experiment_id`` matching ``filter_string`` (built by the caller from validated values)."""
+    return client().search_runs([experiment_id], filter_string, max_results=max_results)
 
 
 def set_run_tags(run_id: str, tags: dict) -> None:
@@ -422,8 +328,13 @@ def set_run_tags(run_id: str, tags: dict) -> None:
 
 
 def delete_run(run_id: str) -> None:
-    """Soft-deletes ``run_id`` (a claim that lost a race); searches no longer return it."""
-    client().delete_run(run_id)
+    """Ends ``run_id`` KILLED, then soft-deletes it (a claim that lost a race); searches no longer return it.
+
+    A deleted run keeps its status: deleted while RUNNING, it would stay RUNNING in the store for good.
+    """
+    c = client()
+    c.set_terminated(run_id, "KILLED")
+    c.delete_run(run_id)
 
 
 def init_store() -> None:
@@ -450,12 +361,3 @@ def init_store() -> None:
                 client().search_runs(["0"], max_results=1)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def submit_project(project_uri: str | Path, entry_point: str, params: dict, *, backend: str,
-                   backend_config: str | Path):
-    """``mlflow.projects.run(..., synchronous=False)``; returns its ``SubmittedRun``."""
-    import mlflow.projects
-
-    return mlflow.projects.run(uri=str(project_uri), entry_point=entry_point, parameters=dict(params),
-                               backend=backend, backend_config=str(backend_config), synchronous=False)

@@ -21,6 +21,7 @@ from plugin.models.checkpoint import load_state_dict, preflight, scan_pickle
 from plugin.models.hub_layout import parse_config_text, validate_config
 from plugin.models.limits import ResourceLimitError
 from plugin.models.pickle_guard import check_checkpoint_pickles
+from plugin.outcomes import T_ATTEMPT
 from redteam import INJECTED, _pickle_payloads, serve_faulty
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +136,7 @@ def test_repo_id_and_sha_grammar():
     assert not any(valid_hub_repo_id(r) for r in bad)
     assert valid_sha("a" * 40) and not valid_sha("A" * 40) and not valid_sha("a" * 39 + "'")
     with pytest.raises(ValueError):
-        tracking.runs_of_key("0", "x' or '1'='1")
+        ledger.runs_of_key("0", "x' or '1'='1")
 
 
 def test_pagination_loop_and_injected_entries(tmp_path):
@@ -171,7 +172,7 @@ def test_ledger_permanent_transient_and_limits():
     assert ledger.find_audit(exp, "t/hub", "f" * 40, retry_failed="hub-error") is None
     run_id, _ = ledger.claim(exp, parent, "t/hub", "f" * 40, {}, timeout_s=60)  # the retry supersedes attempt 1
     ledger.fail(run_id, "boom again", "hub-error")
-    assert tracking.get_run(run_id).data.tags[tracking.T_ATTEMPT] == "2"
+    assert tracking.get_run(run_id).data.tags[T_ATTEMPT] == "2"
     assert ledger.find_audit(exp, "t/hub", "f" * 40) is not None  # attempt 2: backing off
     assert failed("t/big", "resource-limit", limits={"max_bytes": 1000}) is not None  # same limit: waits
     assert ledger.find_audit(exp, "t/big", "f" * 40, limits={"max_bytes": 5000}) is None  # raised: eligible

@@ -1,4 +1,4 @@
-"""Scans: incremental via the MLflow ledger, isolation, failures recorded, kubernetes submission."""
+"""Scans: incremental via the MLflow ledger, isolation, failures recorded, the store shared by concurrent scans."""
 from __future__ import annotations
 
 import csv
@@ -17,7 +17,7 @@ import pytest
 
 from plugin.demo import hub as demo_hub
 from plugin.tracking import FAILED_CORRUPT, INVESTIGATE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER
-from crawler.scan import ALREADY_AUDITED, SUBMITTED, scan
+from crawler.scan import ALREADY_AUDITED, scan
 from plugin.core.recipe import Recipe
 from plugin.tracking import TAG_PREFIX, flag_tags, flags_of_tags
 
@@ -116,33 +116,6 @@ def test_fetch_error_before_investigate_leaves_failed_run(small_hub):
     assert again.rows[0].outcome == INVESTIGATE
     old = mlflow.get_run(row.run_id)
     assert old.data.tags[TAG_PREFIX + "superseded_by"] == again.rows[0].run_id  # one current outcome per (repo, sha)
-
-
-def test_kubernetes_backend_submits_project(small_hub, tmp_path, monkeypatch):
-    """The one stand-in: no cluster here, so ``mlflow.projects.run`` records its arguments."""
-    import mlflow.projects
-
-    calls = []
-
-    class Submitted:
-        run_id = "k8s-run"
-
-    def fake_run(**kw):
-        calls.append(kw)
-        return Submitted()
-
-    monkeypatch.setattr(mlflow.projects, "run", fake_run)
-    cfg = tmp_path / "k8s.json"
-    cfg.write_text("{}")
-    rep = scan(f"dir:{small_hub}", recipe="ci", backend="kubernetes", backend_config=cfg, source_options={"search": "alpha"},
-               work_dir=tmp_path / "work")
-    assert rep.outcomes() == {"t/alpha": SUBMITTED}
-    (kw,) = calls
-    assert kw["entry_point"] == "investigate" and kw["backend"] == "kubernetes"
-    assert kw["backend_config"] == str(cfg) and kw["synchronous"] is False
-    assert Path(kw["uri"]) == ROOT
-    assert kw["parameters"]["corpus"] == "demo" and kw["parameters"]["recipe"] == "ci"
-    assert (Path(kw["parameters"]["model"]) / "config.json").is_file()
 
 
 def test_cli_parsers():
@@ -281,7 +254,8 @@ def test_claims_of_a_dead_scan_are_reaped_whatever_their_repo():
     import socket
 
     from crawler.scan import ledger
-    from plugin.tracking import T_KEY, T_OWNER, ledger_key
+    from crawler.scan.ledger import ledger_key
+    from plugin.outcomes import T_KEY, T_OWNER
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -1,29 +1,44 @@
-"""Where one investigation runs: a spawned local worker, or an MLflow Project run on Kubernetes.
+"""How one claimed model is investigated: fetched, checked, and run in an isolated worker.
 
-The local worker is a ``multiprocessing`` "spawn" child that is killed after
-``timeout_s``. The child run is created by the parent first and its id handed
-to the worker, so a crash or timeout is recorded from the parent. The worker
-exits by itself when the scan process dies (even by SIGKILL), so a rerun does
-not race an orphan into a duplicate run. Its address space and CPU time are
-limited with ``resource.setrlimit`` before it reads a byte of the model, and
-the parent records its peak resident memory on the run.
+:func:`run_claimed` is the one path for both backends: the local backend calls
+it in the scan process, the Ray backend (:mod:`crawler.scan.ray_backend`) in a
+Ray task on whichever node has room. It fetches the pinned revision, runs the
+static checks, investigates in a worker, and records the outcome on the run
+the scan claimed.
+
+The worker is a ``multiprocessing`` "spawn" child that is killed after
+``timeout_s``. The child run is created by the scan first and its id handed
+to the worker, so a crash or timeout is recorded from outside. The worker
+exits by itself when its parent dies (even by SIGKILL), so a rerun does not
+race an orphan into a duplicate run. Its address space and CPU time are
+limited with ``resource.setrlimit`` before it reads a byte of the model, never
+above the hard limits it inherits (a batch system's ``ulimit -v``): a limit
+clamped that way is tagged on the run (``worker_limit.*``). The parent
+records the worker's peak resident memory on the run.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from crawler.scan import ledger
+from crawler.scan.options import ScanOptions
+from crawler.sources import HubModel, ModelSource
 from plugin import tracking
 from plugin.core.recipe import Recipe
 from plugin.investigate import identity_of, investigate
-from plugin.tracking import CRASH, INVESTIGATE, RESOURCE_LIMIT, T_CATEGORY, T_LIMIT, T_OUTCOME, T_PEAK_RSS, TIMEOUT
-from crawler.scan.ledger import classify_error, limits_of
+from plugin.models.checkpoint import preflight
+from plugin.outcomes import (CRASH, INVESTIGATE, RESOURCE_LIMIT, T_CATEGORY, T_LIMIT, T_PEAK_RSS, T_WORKER_LIMIT,
+                             TIMEOUT, failure_category, limits_of)
+from plugin.tracking import T_ERROR, T_OUTCOME
 
 
 @dataclass(frozen=True)
@@ -50,14 +65,39 @@ def _gpu_present() -> bool:
     return os.path.exists("/dev/nvidiactl") and os.environ.get("CUDA_VISIBLE_DEVICES", None) != ""
 
 
-def _set_limits(limits: WorkerLimits) -> None:
+def _clamped(which: int, soft: int, hard: int) -> tuple[int, int, bool]:
+    """``(soft, hard, clamped)`` for ``setrlimit``: never above the hard limit this process inherited.
+
+    An unprivileged process may lower its hard limit but never raise it
+    ("ValueError: not allowed to raise maximum limit").
+    """
     import resource
 
+    _, inherited = resource.getrlimit(which)
+    if inherited == resource.RLIM_INFINITY or hard <= inherited:
+        return soft, hard, False
+    return min(soft, inherited), inherited, True
+
+
+def _set_limits(limits: WorkerLimits) -> dict[str, str]:
+    """Applies ``limits`` to this process; returns the ``worker_limit.*`` tags of what really holds."""
+    import resource
+
+    tags: dict[str, str] = {}
     if limits.memory and not _gpu_present():
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
+        soft, hard, clamped = _clamped(resource.RLIMIT_AS, limits.memory, limits.memory)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        tags[T_WORKER_LIMIT + "memory"] = str(soft)
+        if clamped:
+            tags[T_WORKER_LIMIT + "memory_clamped"] = f"inherited hard limit {hard} < --worker-memory {limits.memory}"
     if limits.cpu_s:
         cpu = int(limits.cpu_s)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))  # SIGXCPU at the soft limit, SIGKILL 5 s later
+        soft, hard, clamped = _clamped(resource.RLIMIT_CPU, cpu, cpu + 5)  # SIGXCPU at soft, SIGKILL 5 s later
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+        tags[T_WORKER_LIMIT + "cpu_s"] = str(soft)
+        if clamped:
+            tags[T_WORKER_LIMIT + "cpu_s_clamped"] = f"inherited hard limit {hard} s < --worker-cpu {cpu + 5} s"
+    return tags
 
 
 def _peak_rss(pid: int) -> int:
@@ -71,8 +111,6 @@ def _peak_rss(pid: int) -> int:
         pass
     return 0
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
 
 def _watch_parent(ppid: int) -> None:
     while True:
@@ -82,16 +120,17 @@ def _watch_parent(ppid: int) -> None:
 
 
 def _worker(tracking_uri: str, run_id: str, folder: str, corpus: str, recipe: Recipe, model_id: str,
-            revision: str, source: str, ppid: int, limits: WorkerLimits = WorkerLimits()) -> None:
+            revision: str, source: str, ppid: int, limits: WorkerLimits = WorkerLimits(),
+            recipe_name: str | None = None) -> None:
     """Runs in the spawned child: investigate into the run the parent created."""
-    _set_limits(limits)
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
     tracking.set_tracking_uri(tracking_uri)
     try:
+        tracking.set_run_tags(run_id, _set_limits(limits))
         identity = identity_of(folder, model_id=model_id, revision=revision, source=source)
-        investigate(folder, corpus, recipe, identity=identity, run_id=run_id, progress=False)
+        investigate(folder, corpus, recipe, identity=identity, run_id=run_id, progress=False, recipe_name=recipe_name)
     except BaseException as e:
-        category = classify_error(e)
+        category = failure_category(e)
         found = limits_of(e)
         if category == RESOURCE_LIMIT and not found and limits.memory:
             found = {"worker_memory": limits.memory}  # an allocation refused under RLIMIT_AS
@@ -104,7 +143,8 @@ def _worker(tracking_uri: str, run_id: str, folder: str, corpus: str, recipe: Re
 
 
 def run_isolated(run_id: str, folder: Path, corpus: str, recipe: Recipe, model_id: str, revision: str,
-                 source: str, timeout_s: float, limits: WorkerLimits = WorkerLimits()) -> WorkerResult:
+                 source: str, timeout_s: float, limits: WorkerLimits = WorkerLimits(),
+                 recipe_name: str | None = None) -> WorkerResult:
     """Investigates in a spawned process under ``limits``; a timeout or crash is reported back, not raised.
 
     Returns:
@@ -114,7 +154,7 @@ def run_isolated(run_id: str, folder: Path, corpus: str, recipe: Recipe, model_i
     """
     ctx = multiprocessing.get_context("spawn")
     p = ctx.Process(target=_worker, args=(tracking.tracking_uri(), run_id, str(folder), corpus, recipe,
-                                          model_id, revision, source, os.getpid(), limits), daemon=True)
+                                          model_id, revision, source, os.getpid(), limits, recipe_name), daemon=True)
     p.start()
     peak, end = 0, time.monotonic() + timeout_s
     while p.is_alive() and time.monotonic() < end:
@@ -148,12 +188,33 @@ def run_isolated(run_id: str, folder: Path, corpus: str, recipe: Recipe, model_i
     return result
 
 
-def submit_kubernetes(params: dict, backend_config: str | Path, project_uri: str | Path = PROJECT_ROOT):
-    """Submits one investigation as an MLflow Project run on Kubernetes (asynchronously).
+def run_claimed(source: ModelSource, source_spec: str, model: HubModel, opts: ScanOptions, run_id: str) -> None:
+    """Fetches ``model``'s pinned revision, checks it, investigates it into ``run_id`` and ends that run.
 
-    See :func:`plugin.tracking.submit_project`. The tests cannot reach a
-    cluster, so they replace ``mlflow.projects.run`` with a stand-in and check
-    the arguments passed; nothing else is faked.
+    Every failure ends the run FAILED with its category (nothing is raised),
+    so a caller only has to read the run back.
     """
-    return tracking.submit_project(project_uri, "investigate", params, backend="kubernetes",
-                                   backend_config=backend_config)
+    tmp = tempfile.mkdtemp(prefix="domain-finder-scan-")
+    verified = False
+    try:
+        fetched = source.fetch_verified(model, Path(tmp) / "model", max_bytes=opts.max_bytes,
+                                        deadline=time.monotonic() + opts.fetch_deadline_s)
+        verified = fetched.verified
+        preflight(fetched.folder)  # config limits, safetensors header, pickle allowlist: before any worker
+        result = run_isolated(run_id, fetched.folder, str(opts.corpus), opts.recipe, model.repo_id, model.sha,
+                              source_spec, opts.timeout_s, WorkerLimits(opts.worker_memory, opts.cpu_limit_s),
+                              opts.recipe_name)
+        if result.category is not None:
+            ledger.fail(run_id, result.reason, result.category, verified=verified, limits=result.limits,
+                        backoff_base_s=opts.retry_backoff_s)
+        else:
+            run = tracking.get_run(run_id)
+            if run.info.status != "FINISHED":  # the worker recorded its own failure: add the ledger's tags
+                ledger.fail(run_id, run.data.tags.get(T_ERROR, "failed"), ledger.category_of(run), verified=verified,
+                            backoff_base_s=opts.retry_backoff_s, terminate=False)
+    except Exception as e:  # noqa: BLE001 - recorded on the child run; the scan goes on
+        ledger.fail(run_id, f"{type(e).__name__}: {e}", failure_category(e), verified=verified, limits=limits_of(e),
+                    backoff_base_s=opts.retry_backoff_s)
+    finally:
+        ledger.release(run_id)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,8 @@
 """MLflow as the scan's ledger: which ``(repo, sha)`` is settled, claims, retries and reaping dead runs.
 
-There is no other state file; all store access goes through :mod:`plugin.tracking`.
+There is no other state file; all store access goes through :mod:`plugin.tracking`,
+and the ledger's queries (filter strings built only from validated or
+hashed values) live here. The words it uses are in :mod:`plugin.outcomes`.
 
 * **Settled.** A ``(repo, sha)`` with a FINISHED run tagged ``status=finished``
   is settled. So is one whose current FAILED run is a *permanent* verdict:
@@ -20,50 +22,30 @@ There is no other state file; all store access goes through :mod:`plugin.trackin
   ``superseded_by``, so each ``(repo, sha)`` has one *current* outcome.
 * **Reaping.** RUNNING runs whose owning scan process is dead (same host), or
   older than the timeout plus slack, end KILLED; so do dead scans' parent runs.
+  The owner is always the scan (the driver), never the worker or the Ray node
+  that investigates: a run left by a dead node is retried into by its live
+  driver, or reaped with its dead driver.
+* **Distributed retries.** A task that a distributed backend retries
+  investigates into the same run, and only while it is RUNNING
+  (:func:`still_open`); so a retry never adds a run, nor reopens an ended one.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import re
 import socket
 import time
 
 from plugin import tracking
-from plugin.core.errors import CheckpointError, HubError, UnsafeCheckpointError
-from plugin.models.limits import ResourceLimitError
-from plugin.tracking import (CRASH, DETERMINISTIC, FAILED, FAILED_CORRUPT, HUB_ERROR, INVALID_REPO, PERMANENT,
-                             REFUSED_UNSAFE, RESOURCE_LIMIT, T_ATTEMPT, T_CATEGORY, T_KEY, T_LIMIT, T_MODEL_ID,
-                             T_OUTCOME, T_OWNER, T_RETRY_AFTER, T_REVISION, T_STATUS, T_SUPERSEDED, T_VERIFIED, TIMEOUT,
-                             ledger_key)
+from plugin.outcomes import (CRASH, DETERMINISTIC, INVALID_REPO, PERMANENT, T_ATTEMPT, T_CATEGORY, T_KEY, T_LIMIT,
+                             T_OWNER, T_RETRY_AFTER, T_SUPERSEDED, T_VERIFIED)
+from plugin.tracking import T_MODEL_ID, T_OUTCOME, T_REVISION, T_SCAN, T_STATUS
 
 MAX_BACKOFF_S = 7 * 24 * 3600
 STALE_SLACK_S = 60
 _LIVE: set[str] = set()  # run ids this process holds right now (its other RUNNING runs are dead)
-_ALLOC_FAILURES = ("can't allocate memory", "out of memory", "std::bad_alloc", "Cannot allocate memory")
-
-
-def classify_error(e: BaseException) -> str:
-    """The failure category of an exception (see :data:`plugin.tracking.CATEGORIES`)."""
-    if isinstance(e, (ResourceLimitError, MemoryError)):
-        return RESOURCE_LIMIT
-    if isinstance(e, UnsafeCheckpointError):
-        return REFUSED_UNSAFE
-    if isinstance(e, TimeoutError):
-        return TIMEOUT
-    if isinstance(e, HubError):
-        return HUB_ERROR
-    if isinstance(e, CheckpointError):
-        return FAILED_CORRUPT
-    if isinstance(e, RuntimeError) and any(m in str(e) for m in _ALLOC_FAILURES):
-        return RESOURCE_LIMIT
-    return CRASH
-
-
-def limits_of(e: BaseException) -> dict:
-    """``{limit name: value}`` of a local-limit refusal, else ``{}``."""
-    if isinstance(e, ResourceLimitError) and e.limit:
-        return {e.limit: e.value}
-    return {}
 
 
 def backoff_s(attempt: int, base_s: float, local_limit: bool = False) -> float:
@@ -117,14 +99,58 @@ def _stale(run, timeout_s: float, now_ms: float) -> bool:
 
 
 # -- queries ------------------------------------------------------------------
+def _quote(value: str) -> str:
+    """An MLflow filter-string literal; backslash and quote escaped."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def ledger_key(repo_id: str, sha: str) -> str:
+    """A filter-safe key for ``(repo_id, sha)``: 40 hex digits, whatever the hub sent."""
+    return hashlib.sha256(f"{repo_id}\0{sha}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def runs_of(experiment_id: str, repo_id: str, sha: str, *, running_only: bool = False, max_results: int = 100) -> list:
+    """Runs tagged with ``(repo_id, sha)``, newest first (older runs carry no ledger key)."""
+    q = f"tags.`{T_MODEL_ID}` = {_quote(repo_id)} and tags.`{T_REVISION}` = {_quote(sha)}"
+    if running_only:
+        q += " and attributes.status = 'RUNNING'"
+    return tracking.search_runs(experiment_id, q, max_results=max_results)
+
+
+def runs_of_key(experiment_id: str, key: str, *, running_only: bool = False, max_results: int = 500) -> list:
+    """Runs tagged with the ledger key ``key`` (see :func:`ledger_key`), newest first."""
+    if not re.fullmatch(r"[0-9a-f]{40}", key):
+        raise ValueError(f"not a ledger key: {key[:60]!r}")
+    q = f"tags.`{T_KEY}` = '{key}'"
+    if running_only:
+        q += " and attributes.status = 'RUNNING'"
+    return tracking.search_runs(experiment_id, q, max_results=max_results)
+
+
+def running_claims(experiment_id: str) -> list:
+    """Child runs still RUNNING in ``experiment_id`` that a scan claimed (they carry an owner and a ledger key)."""
+    runs = tracking.search_runs(experiment_id, "attributes.status = 'RUNNING'", max_results=5000)
+    return [r for r in runs if r.data.tags.get(T_OWNER) and r.data.tags.get(T_KEY) and T_SCAN not in r.data.tags]
+
+
+def running_scans(experiment_id: str) -> list:
+    """Parent scan runs still RUNNING in ``experiment_id``."""
+    return tracking.search_runs(experiment_id, f"tags.`{T_SCAN}` = '1' and attributes.status = 'RUNNING'")
+
+
+def still_open(run_id: str) -> bool:
+    """True while ``run_id`` is RUNNING: a retried or late task must not write into an ended run."""
+    return tracking.get_run(run_id).info.status == "RUNNING"
+
+
 def _runs(experiment_id: str, repo_id: str, sha: str, running_only: bool = False) -> list:
     """Runs of ``(repo_id, sha)``: by ledger key, plus (for valid ids only) by the id tags of older runs."""
     from crawler.sources import valid_hub_repo_id, valid_sha
 
-    runs = {r.info.run_id: r for r in tracking.runs_of_key(experiment_id, ledger_key(repo_id, sha),
+    runs = {r.info.run_id: r for r in runs_of_key(experiment_id, ledger_key(repo_id, sha),
                                                            running_only=running_only)}
     if valid_hub_repo_id(repo_id) and valid_sha(sha):  # validated: safe inside a filter string
-        for r in tracking.runs_of(experiment_id, repo_id, sha, running_only=running_only, max_results=500):
+        for r in runs_of(experiment_id, repo_id, sha, running_only=running_only, max_results=500):
             runs.setdefault(r.info.run_id, r)
     return sorted(runs.values(), key=lambda r: r.info.start_time or 0, reverse=True)
 
@@ -205,7 +231,7 @@ def reap_stale_runs(experiment_id: str, repo_id: str, sha: str, timeout_s: float
 def reap_dead_scans(experiment_id: str) -> int:
     """Ends as KILLED the parent scan runs whose scan process is dead (on this host)."""
     reaped = 0
-    for r in tracking.running_scans(experiment_id):
+    for r in running_scans(experiment_id):
         owner = r.data.tags.get(T_OWNER, "")
         if owner and _owner_alive(owner, r.info.run_id) is False:
             tracking.fail_run(r.info.run_id, "the scan process died before it finished", status="KILLED")
@@ -222,7 +248,7 @@ def reap_dead_claims(experiment_id: str, timeout_s: float) -> int:
     """
     now_ms = time.time() * 1000
     reaped = 0
-    for r in tracking.running_claims(experiment_id):
+    for r in running_claims(experiment_id):
         if _stale(r, timeout_s, now_ms):
             tracking.fail_run(r.info.run_id, "the scan that owned this run died before it finished", status="KILLED")
             reaped += 1
@@ -307,7 +333,6 @@ def fail(run_id: str, reason: str, category: str, *, verified: bool = False, lim
     release(run_id)
 
 
-__all__ = ["CRASH", "FAILED", "FAILED_CORRUPT", "HUB_ERROR", "INVALID_REPO", "REFUSED_UNSAFE", "RESOURCE_LIMIT",
-           "TIMEOUT", "T_MODEL_ID", "T_REVISION", "backoff_s", "category_of", "claim", "classify_error", "fail",
-           "find_audit", "hold", "limits_of", "owner_tag", "reap_dead_claims", "reap_dead_scans", "reap_stale_runs",
-           "release"]
+__all__ = ["backoff_s", "category_of", "claim", "fail", "find_audit", "hold", "ledger_key", "owner_tag",
+           "reap_dead_claims", "reap_dead_scans", "reap_stale_runs", "release", "runs_of", "runs_of_key",
+           "running_claims", "running_scans", "still_open"]

@@ -11,7 +11,7 @@ from plugin.core.recipe import Recipe
 DEFAULT_MAX_BYTES = 2 * 2**30
 DEFAULT_WORKER_MEMORY = 16 * 2**30  # address space: torch alone reserves ~4 GiB of it
 DEFAULT_RETRY_BACKOFF_S = 3600.0
-BACKENDS = ("local", "kubernetes")
+BACKENDS = ("local", "ray")
 RETRY_CHOICES = ("all", "refused-unsafe", "invalid-repo", "failed-corrupt", "hub-error", "timeout", "resource-limit",
                  "crash")
 
@@ -23,13 +23,16 @@ class ScanOptions:
     Attributes:
         corpus: corpus name or folder, passed to each investigation.
         recipe: the investigation knobs.
-        recipe_name: kubernetes only: the recipe name passed to the project.
+        recipe_name: the recipe's name or file, for each run's provenance.
         include_documented: also investigate models whose cards say what they are.
         max_bytes: refuse weights larger than this (None: no cap).
         timeout_s: kill one model's investigation after this many seconds.
-        backend: ``local`` (spawned worker per model) or ``kubernetes``.
-        backend_config: kubernetes backend config JSON.
-        work_dir: kubernetes only: where fetched models are kept for the jobs.
+        backend: ``local`` (one model at a time, each in a spawned worker) or ``ray`` (one Ray task
+            per model, as many at once as the cluster has room for).
+        ray_address: the Ray cluster to join (``host:port``, ``ray://host:port``, ``auto``); None:
+            ``$RAY_ADDRESS``, else a local Ray instance on this machine.
+        gpus_per_model: GPUs one model's task asks Ray for; fractions share a GPU (0.25: four at once).
+        cpus_per_model: CPUs one model's task asks Ray for.
         progress: print one line per model.
         limit: list at most this many models.
         source_options: extra options for the source (``author``, ``search``...).
@@ -50,8 +53,9 @@ class ScanOptions:
     max_bytes: int | None = DEFAULT_MAX_BYTES
     timeout_s: float = 900
     backend: str = "local"
-    backend_config: str | None = None
-    work_dir: str | None = None
+    ray_address: str | None = None
+    gpus_per_model: float = 0.0
+    cpus_per_model: float = 1.0
     progress: bool = False
     limit: int | None = None
     source_options: dict = field(default_factory=dict, hash=False)
@@ -65,8 +69,13 @@ class ScanOptions:
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
-        if self.backend == "kubernetes" and not self.backend_config:
-            raise ConfigError("--backend kubernetes needs --backend-config FILE")
+        if self.backend != "ray" and (self.ray_address or self.gpus_per_model):
+            raise ConfigError("--ray-address and --gpus-per-model need --backend ray")
+        if self.gpus_per_model < 0 or self.cpus_per_model <= 0:
+            raise ConfigError(f"--gpus-per-model must be >= 0 and --cpus-per-model > 0, got "
+                              f"{self.gpus_per_model:g} and {self.cpus_per_model:g}")
+        if self.gpus_per_model > 1 and self.gpus_per_model != int(self.gpus_per_model):
+            raise ConfigError(f"--gpus-per-model above 1 must be a whole number, got {self.gpus_per_model:g}")
         if self.timeout_s <= 0:
             raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout_s:g}")
         if self.max_bytes is not None and self.max_bytes <= 0:
@@ -104,9 +113,8 @@ class ScanOptions:
         if not isinstance(recipe, Recipe):
             kwargs.setdefault("recipe_name", str(recipe) if recipe is not None else None)
             recipe = Recipe.load(recipe)
-        for k in ("backend_config", "work_dir"):
-            if kwargs.get(k) is not None:
-                kwargs[k] = str(kwargs[k])
+        if kwargs.get("backend") == "ray" and not kwargs.get("ray_address"):
+            kwargs["ray_address"] = os.environ.get("RAY_ADDRESS") or None
         kwargs["source_options"] = dict(kwargs.get("source_options") or {})
         return cls(recipe=recipe, **kwargs)
 
@@ -114,4 +122,6 @@ class ScanOptions:
         return {"scan.corpus": str(self.corpus), "scan.backend": self.backend,
                 "scan.include_documented": self.include_documented, "scan.max_bytes": self.max_bytes,
                 "scan.timeout_s": self.timeout_s, "scan.limit": self.limit, "scan.worker_memory": self.worker_memory,
-                "scan.worker_cpu_s": self.cpu_limit_s, "scan.retry_failed": self.retry_failed}
+                "scan.worker_cpu_s": self.cpu_limit_s, "scan.retry_failed": self.retry_failed,
+                "scan.ray_address": self.ray_address, "scan.gpus_per_model": self.gpus_per_model,
+                "scan.cpus_per_model": self.cpus_per_model}

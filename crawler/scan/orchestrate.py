@@ -9,16 +9,18 @@ verdict about the files themselves (``refused-unsafe``, ``failed-corrupt``).
 Timeouts, crashes and hub errors are retried on the next scan.
 
 Each investigation runs in a child process (``multiprocessing`` "spawn"
-context) that is killed after ``timeout_s``. The child run is created by the
-parent first and its id handed to the worker, so a crash or timeout is
-recorded from the parent (``FAILED`` + ``domain_finder.error``). The worker
-exits by itself when the scan process dies (even by SIGKILL), so a rerun does
-not race an orphan into a duplicate run.
+context) that is killed after ``timeout_s`` (:mod:`crawler.scan.backends`).
+The child run is created by the scan first and its id handed to the worker,
+so a crash or timeout is recorded from outside (``FAILED`` +
+``domain_finder.error``). The ``local`` backend investigates one model at a
+time in this process's worker; the ``ray`` backend
+(:mod:`crawler.scan.ray_backend`) runs the same step as one Ray task per
+model, many at once, while this process lists lazily and keeps the ledger.
 
-Outcomes (see :mod:`plugin.tracking`): ``investigate`` (done), ``already-audited``,
-``skipped-encoder``, ``skipped-documented``, ``submitted`` (kubernetes backend),
-or a failure category: ``refused-unsafe``, ``invalid-repo``, ``failed-corrupt``,
-``hub-error``, ``timeout``, ``resource-limit``, ``crash``.
+Outcomes (see :mod:`plugin.outcomes`): ``investigate`` (done), ``already-audited``,
+``skipped-encoder``, ``skipped-documented``, or a failure category:
+``refused-unsafe``, ``invalid-repo``, ``failed-corrupt``, ``hub-error``,
+``timeout``, ``resource-limit``, ``crash``.
 
 One repo never takes down a scan: every per-repo step (its listing entry, card,
 config, download, static checks, investigation) runs behind one boundary
@@ -30,27 +32,25 @@ ledger (:func:`crawler.scan.ledger.claim`) before it is fetched.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from crawler.cards import assess_documentation
 from crawler.scan import ledger
-from crawler.scan.backends import WorkerLimits, run_isolated, submit_kubernetes
-from crawler.scan.ledger import classify_error, find_audit, limits_of
+from crawler.scan.backends import run_claimed
+from crawler.scan.ledger import find_audit
 from crawler.scan.options import ScanOptions
 from crawler.scan.report import ScanReport, ScanRow, summary_csv
 from crawler.sources import HubModel, ModelSource, get_source
 from plugin import tracking
 from plugin.core.recipe import Recipe
-from plugin.models.checkpoint import preflight
 from plugin.models.hub_layout import is_classifier
+from plugin.outcomes import (ALREADY_AUDITED, FAILED, INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, T_OWNER,
+                             failure_category, limits_of)
 from plugin.report import shorten
-from plugin.tracking import (ALREADY_AUDITED, FAILED, INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, SUBMITTED,
-                             T_DOC_SCORE, T_DOMAIN, T_ERROR, T_MODEL_ID, T_OUTCOME, T_REVISION, T_SOURCE, T_STATUS,
-                             T_OWNER, T_VERDICT)
+from plugin.tracking import T_DOC_SCORE, T_DOMAIN, T_ERROR, T_MODEL_ID, T_OUTCOME, T_REVISION, T_SOURCE, T_STATUS, \
+    T_VERDICT
 
 LISTING_ROW = "(listing)"  # the row that records a listing that failed part-way
 T_LISTING_ERROR = "domain_finder.listing_error"
@@ -75,13 +75,18 @@ def scan(source_spec: str, corpus: str = "demo", recipe: Recipe | str | None = N
 
 
 def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
-    """Scans ``source_spec`` once with validated options."""
+    """Scans ``source_spec`` once with validated options; the caller prints ``report.table()``."""
     t_scan = time.time()
     source_opts = dict(opts.source_options)
     if opts.limit is not None:
         source_opts["limit"] = opts.limit
     source_opts.setdefault("timeout_s", opts.fetch_deadline_s)
     report = ScanReport(source_spec, "")
+    pool = None
+    if opts.backend == "ray":
+        from crawler.scan import ray_backend
+
+        ray_backend.connect(opts)  # a bad address or a store the nodes can't share: refused before any run
     tracking.init_store()  # once, safely, before any worker or concurrent scan touches it
     with get_source(source_spec, **source_opts) as source, tracking.scan_run(source_spec) as parent:
         report.run_id = parent.info.run_id
@@ -92,35 +97,50 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
         ledger.reap_dead_claims(exp, opts.timeout_s)
         tracking.log_params({"scan.source": source_spec, **opts.params()})
         tracking.log_params({f"recipe.{k}": v for k, v in opts.recipe.to_params().items()})
-        target = _Target(exp, parent.info.run_id, source, source_spec)
+        target = _Target(exp, parent.info.run_id, source, source_spec, source_opts)
         report.experiment_id = exp
+        if opts.backend == "ray":
+            pool = ray_backend.RayPool(opts)
+            tracking.log_params({"scan.tasks_in_flight": pool.size})
         if opts.progress:
-            print(f"scan {source_spec}: starting (scan run {report.run_id[:8]}, experiment {exp}); listing models",
-                  flush=True)
-        # Listing first gives the bar its total and ETA; each entry keeps only what triage needs, not
-        # its card (up to 512 KiB) and config (up to 4 MiB), so a hostile hub's listing stays small.
-        models = [_Listed.of(m) for m in _listing(source, report)]
-        bar = _ModelBar(len(models), opts.progress)
+            print(f"scan {source_spec}: starting (scan run {report.run_id[:8]}, experiment {exp}, backend "
+                  f"{opts.backend}{f', {pool.size} models at once' if pool else ''}); listing models", flush=True)
+        if pool is None:
+            # Listing first gives the bar its total and ETA; each entry keeps only what triage needs, not
+            # its card (up to 512 KiB) and config (up to 4 MiB), so a hostile hub's listing stays small.
+            models = [_Listed.of(m) for m in _listing(source, report)]
+            bar = _ModelBar(len(models), opts.progress)
+        else:  # many models at once: list lazily, so the driver's memory does not grow with the hub
+            models = (_Listed.of(m) for m in _listing(source, report))
+            bar = _ModelBar(None, opts.progress)
+        pending: dict[str, _Claimed] = {}
+
+        def finish(rows: list[ScanRow]) -> None:
+            for row in rows:
+                report.rows.append(row)
+                bar.done(_row_line(row))
+
         for listed in models:
-            model = listed.model
-            bar.start(model.repo_id)
-            t0 = time.time()
-            row = _scan_guarded(target, model, opts, listed)
-            row.seconds = time.time() - t0
-            report.rows.append(row)
-            bar.done(_row_line(row))
+            bar.start(listed.model.repo_id)
+            step = _scan_guarded(target, listed.model, opts, listed)
+            if isinstance(step, ScanRow):
+                finish([step])
+            elif pool is None:
+                finish([_run_local(target, step, opts)])
+            else:
+                pending[step.run_id] = step
+                finish([_finished(pending.pop(k)) for k in pool.submit(_job(target, step, opts), step.run_id)])
+        if pool is not None:
+            finish([_finished(pending.pop(k)) for k in pool.drain()])
         bar.close()
         report.seconds = time.time() - t_scan
-        counts: dict[str, int] = {}
-        for r in report.rows:
-            counts[r.outcome] = counts.get(r.outcome, 0) + 1
+        counts = Counter(r.outcome for r in report.rows)
         tracking.log_metrics({"scan.models": len(report.rows), "scan.seconds": report.seconds,
                               **{f"scan.{k}": v for k, v in counts.items()}})
         tracking.log_text(summary_csv(report.rows), "scan_summary.csv")
         tracking.log_text(report.table(), "scan_summary.md")
         tracking.log_text(report.html(), "scan_report.html")
         ledger.release(parent.info.run_id)
-    print(report.table(), end="")
     return report
 
 
@@ -133,7 +153,7 @@ def _listing(source: ModelSource, report: ScanReport):
             model = next(it, None)
         except Exception as e:  # noqa: BLE001 - what was listed stands; the rest waits for the next scan
             reason = f"{type(e).__name__}: {e}"
-            report.rows.append(ScanRow(LISTING_ROW, "", classify_error(e), reason=reason))
+            report.rows.append(ScanRow(LISTING_ROW, "", failure_category(e), reason=reason))
             tracking.set_tags({T_LISTING_ERROR: reason})
             print(f"listing stopped: {reason[:300]}", flush=True)
             return
@@ -154,6 +174,17 @@ class _Target:
     parent_id: str
     source: ModelSource
     source_spec: str
+    source_options: dict
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A model this scan claimed: its row so far and the run it is investigated into."""
+
+    row: ScanRow
+    run_id: str
+    model: HubModel
+    t0: float
 
 
 @dataclass(frozen=True)
@@ -194,17 +225,58 @@ def _triage(model: HubModel, opts: ScanOptions, doc, encoder: bool) -> ScanRow |
     return None
 
 
-def _scan_guarded(target: _Target, model: HubModel, opts: ScanOptions, listed: _Listed | None = None) -> ScanRow:
-    """The per-repo boundary: any exception becomes a FAILED child run with its category."""
+def _scan_guarded(target: _Target, model: HubModel, opts: ScanOptions,
+                  listed: _Listed | None = None) -> ScanRow | _Claimed:
+    """The per-repo boundary: any exception becomes a FAILED child run with its category.
+
+    Returns the model's row when the scan is done with it, or the claim to investigate.
+    """
+    t0 = time.time()
     try:
-        return _scan_one(target, model, opts, listed)
+        step = _scan_one(target, model, opts, listed)
     except Exception as e:  # noqa: BLE001 - one repo never takes down a scan
         row = ScanRow(str(model.repo_id), str(model.sha or ""), "")
         try:
-            return _fail_entry(target, model, opts, row, f"{type(e).__name__}: {e}", classify_error(e), limits_of(e))
+            step = _fail_entry(target, model, opts, row, f"{type(e).__name__}: {e}", failure_category(e),
+                               limits_of(e))
         except Exception as e2:  # noqa: BLE001 - even the store failed: the row still says what happened
-            row.outcome, row.reason = classify_error(e), f"{type(e).__name__}: {e} (not recorded: {e2})"
-            return row
+            row.outcome, row.reason = failure_category(e), f"{type(e).__name__}: {e} (not recorded: {e2})"
+            step = row
+    if isinstance(step, ScanRow):
+        step.seconds = time.time() - t0
+    return step
+
+
+def _run_local(target: _Target, claimed: _Claimed, opts: ScanOptions) -> ScanRow:
+    """Investigates a claimed model here, in one spawned worker (the local backend)."""
+    try:
+        run_claimed(target.source, target.source_spec, claimed.model, opts, claimed.run_id)
+    except Exception as e:  # noqa: BLE001 - the store failed mid-way: the row still says what happened
+        claimed.row.outcome, claimed.row.reason = failure_category(e), f"{type(e).__name__}: {e} (not recorded)"
+        claimed.row.seconds = time.time() - claimed.t0
+        return claimed.row
+    return _finished(claimed)
+
+
+def _finished(claimed: _Claimed) -> ScanRow:
+    """The row of a claimed model whose run has ended, read back from the run."""
+    row = claimed.row
+    try:
+        row = _row_of_run(row, tracking.get_run(claimed.run_id))
+    except Exception as e:  # noqa: BLE001 - the store is unreachable: the row says so, the scan goes on
+        row.outcome, row.reason = failure_category(e), f"{type(e).__name__}: {e} (run not read back)"
+    row.seconds = time.time() - claimed.t0
+    return row
+
+
+def _job(target: _Target, claimed: _Claimed, opts: ScanOptions):
+    """The Ray task's job: the demo hub's loopback URL instead of ``demo``, which would build a hub per task."""
+    from crawler.scan.ray_backend import Job
+
+    url = getattr(getattr(target.source, "server", None), "url", None)
+    fetch_spec = f"hf:{url}" if url else target.source_spec
+    options = {k: v for k, v in target.source_options.items() if k in ("timeout_s", "read_timeout_s")}
+    return Job(claimed.run_id, claimed.model, tracking.tracking_uri(), fetch_spec, target.source_spec, options, opts)
 
 
 def _entry_tags(target: _Target, model: HubModel) -> dict:
@@ -235,7 +307,8 @@ def _fail_entry(target: _Target, model: HubModel, opts: ScanOptions, row: ScanRo
     return _row_of_run(row, tracking.get_run(run_id))
 
 
-def _scan_one(target: _Target, model: HubModel, opts: ScanOptions, listed: _Listed | None = None) -> ScanRow:
+def _scan_one(target: _Target, model: HubModel, opts: ScanOptions,
+              listed: _Listed | None = None) -> ScanRow | _Claimed:
     row = ScanRow(model.repo_id, model.sha or "", "")
     if model.error:  # the listing entry itself: invalid id or sha, or its card/config could not be fetched
         limits = {model.limit[0]: model.limit[1]} if model.limit else None
@@ -250,53 +323,13 @@ def _scan_one(target: _Target, model: HubModel, opts: ScanOptions, listed: _List
     skipped = _triage(model, opts, doc, encoder)
     if skipped is not None:
         return skipped
-    if opts.backend == "kubernetes":
-        return _submit(target, model, opts, row)
-
     run_id, holder = ledger.claim(target.experiment_id, target.parent_id, model.repo_id, model.sha,
                                   {**_entry_tags(target, model), T_DOC_SCORE: f"{doc.score:.2f}"},
                                   timeout_s=opts.timeout_s, limits=opts.limits(), retry_failed=opts.retry_failed)
     if run_id is None:
         return _already(row, holder) if holder is not None else row
     row.run_id = run_id
-    tmp = tempfile.mkdtemp(prefix="domain-finder-scan-")
-    verified = False
-    try:
-        fetched = target.source.fetch_verified(model, Path(tmp) / "model", max_bytes=opts.max_bytes,
-                                               deadline=time.monotonic() + opts.fetch_deadline_s)
-        verified = fetched.verified
-        preflight(fetched.folder)  # config limits, safetensors header, pickle allowlist: before any worker
-        result = run_isolated(run_id, fetched.folder, str(opts.corpus), opts.recipe, model.repo_id, model.sha,
-                              target.source_spec, opts.timeout_s, WorkerLimits(opts.worker_memory, opts.cpu_limit_s))
-        if result.category is not None:
-            ledger.fail(run_id, result.reason, result.category, verified=verified, limits=result.limits,
-                        backoff_base_s=opts.retry_backoff_s)
-        else:
-            run = tracking.get_run(run_id)
-            if run.info.status != "FINISHED":  # the worker recorded its own failure: add the ledger's tags
-                ledger.fail(run_id, run.data.tags.get(T_ERROR, "failed"), ledger.category_of(run), verified=verified,
-                            backoff_base_s=opts.retry_backoff_s, terminate=False)
-    except Exception as e:  # noqa: BLE001 - recorded on the child run; the scan goes on
-        ledger.fail(run_id, f"{type(e).__name__}: {e}", classify_error(e), verified=verified, limits=limits_of(e),
-                    backoff_base_s=opts.retry_backoff_s)
-    finally:
-        ledger.release(run_id)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return _row_of_run(row, tracking.get_run(run_id))
-
-
-def _submit(target: _Target, model: HubModel, opts: ScanOptions, row: ScanRow) -> ScanRow:
-    dest = Path(opts.work_dir or tempfile.mkdtemp(prefix="domain-finder-scan-")) / model.repo_id / model.sha
-    try:
-        folder = target.source.fetch(model, dest, max_bytes=opts.max_bytes)
-    except Exception as e:  # noqa: BLE001 - the scan always goes on
-        row.outcome, row.reason = classify_error(e), f"{type(e).__name__}: {e}"
-        return row
-    submitted = submit_kubernetes({"model": str(folder), "corpus": str(opts.corpus),
-                                   "recipe": opts.recipe_name or "default"}, opts.backend_config)
-    row.outcome, row.run_id = SUBMITTED, getattr(submitted, "run_id", "") or ""
-    row.reason = f"kubernetes run {row.run_id}"
-    return row
+    return _Claimed(row, run_id, model, time.time())
 
 
 def _row_line(row: ScanRow) -> str:
@@ -310,7 +343,7 @@ def _row_line(row: ScanRow) -> str:
 class _ModelBar:
     """A per-model progress bar with ETA; each finished model prints its line above it."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int | None, enabled: bool):
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm

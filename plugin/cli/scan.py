@@ -6,11 +6,11 @@ import logging
 import os
 
 from crawler.scan import DEFAULT_MAX_BYTES, scan
-from crawler.scan.options import DEFAULT_WORKER_MEMORY, RETRY_CHOICES
+from crawler.scan.options import BACKENDS, DEFAULT_WORKER_MEMORY, RETRY_CHOICES, ScanOptions
 from crawler.scan.orchestrate import LISTING_ROW
 from plugin.core.errors import HubError
 from plugin import tracking
-from plugin.tracking import CATEGORIES
+from plugin.outcomes import CATEGORIES
 
 EXIT_SOME_FAILED = 4  # the scan ran to the end, but some repos (or the listing) failed
 from crawler.scheduler import Nightly
@@ -32,12 +32,16 @@ def add_scan_options(s: argparse.ArgumentParser) -> None:
                                                               "seconds; its run ends FAILED (default: 900)")
     s.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
                    help="refuse weights files larger than this many bytes (default: 2 GiB)")
-    s.add_argument("--backend", choices=("local", "kubernetes"), default="local",
-                   help="local: one isolated worker process per model; kubernetes: submit each model as an "
-                        "MLflow Project run (needs --backend-config)")
-    s.add_argument("--backend-config", default=None, help="kubernetes backend config JSON for mlflow run")
-    s.add_argument("--work-dir", default=None,
-                   help="kubernetes only: keep fetched models here (a volume the cluster can read)")
+    s.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="local: one model at a time, each in an isolated worker process; ray: one Ray task per "
+                        "model, as many at once as the Ray cluster has room for (pip install .[ray])")
+    s.add_argument("--ray-address", default=None,
+                   help="ray: the cluster to join, host:port or ray://host:port (default: $RAY_ADDRESS, else a "
+                        "local Ray instance using every core and GPU here); needs a tracking server "
+                        "(MLFLOW_TRACKING_URI=http://...) that every node reaches")
+    s.add_argument("--gpus-per-model", type=float, default=0.0,
+                   help="ray: GPUs one model's task asks for; a fraction shares a GPU (0.25: four at once)")
+    s.add_argument("--cpus-per-model", type=float, default=1.0, help="ray: CPUs one model's task asks for (default: 1)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar or per-model lines")
     s.add_argument("--retry-failed", nargs="?", const="all", default=None, choices=RETRY_CHOICES, metavar="CATEGORY",
                    help="retry failed repos now, even settled or backing-off ones: all of them, or one category ("
@@ -57,8 +61,9 @@ def scan_kwargs(args) -> dict:
         spec = f"hf:{args.endpoint}"
     return dict(source_spec=spec, corpus=args.corpus, recipe=args.recipe,
                 include_documented=args.include_documented, max_bytes=args.max_bytes, timeout_s=args.timeout,
-                backend=args.backend, backend_config=args.backend_config, progress=not args.no_progress,
-                limit=args.limit, source_options=opts, work_dir=args.work_dir,
+                backend=args.backend, ray_address=args.ray_address, gpus_per_model=args.gpus_per_model,
+                cpus_per_model=args.cpus_per_model, progress=not args.no_progress, limit=args.limit,
+                source_options=opts,
                 retry_failed=getattr(args, "retry_failed", None),
                 worker_memory=getattr(args, "worker_memory", DEFAULT_WORKER_MEMORY),
                 worker_cpu_s=getattr(args, "worker_cpu", None))
@@ -71,6 +76,11 @@ def _validated(args) -> dict:
 
     kwargs = scan_kwargs(args)
     plan_investigation(args.corpus, Recipe.load(args.recipe))  # recipe types, checks, aux folders, corpus
+    opts = ScanOptions.build(**{k: v for k, v in kwargs.items() if k != "source_spec"})  # the options' own checks
+    if opts.backend == "ray":
+        from crawler.scan.ray_backend import check_tracking_shared
+
+        check_tracking_shared(opts.ray_address, tracking.tracking_uri())  # before the experiment is even set
     return kwargs
 
 
@@ -88,6 +98,7 @@ def cmd_scan(args) -> int:
     kwargs = _validated(args)
     with tracking.experiment(args.experiment):
         report = scan(**kwargs)
+    print(report.table(), end="")
     print(f"scan run {report.run_id}: {len(report.rows)} models in {report.seconds:.0f} s")
     print(f"open the runs with:\n  mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}")
     if report.rows and all(r.repo == LISTING_ROW for r in report.rows):
@@ -119,7 +130,7 @@ def add_scan_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_schedule(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     kwargs = _validated(args)
-    nightly = Nightly(at=args.at, job=lambda: scan(**kwargs))
+    nightly = Nightly(at=args.at, job=lambda: print(scan(**kwargs).table(), end=""))
     with tracking.experiment(args.experiment):
         nightly.run_forever(poll_s=args.poll)
     return 0
