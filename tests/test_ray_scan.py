@@ -31,7 +31,7 @@ pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MODELS = ("r/alpha", "r/beta", "r/gamma")
+MODELS = ("r/alpha", "r/beta")  # one per node
 # GCS declares a SIGKILLed raylet dead after about 3 s instead of about 30 s.
 FAST_HEALTH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "500",
                "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
@@ -102,7 +102,7 @@ def _wait_port(port: int, timeout: float) -> None:
 def cluster():
     """A two-node Ray cluster and an ``mlflow server``; yields a dict of their addresses."""
     temp = tempfile.mkdtemp(prefix="dfray-", dir="/tmp")  # short: Ray's unix sockets live under it
-    head, nm1, nm2, client, agent1, agent2, mlf = _free_ports(7)
+    head, nm1, nm2, agent1, agent2, mlf, dash = _free_ports(7)
     env = {**os.environ, **FAST_HEALTH, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"]
@@ -111,9 +111,10 @@ def cluster():
         server = subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{temp}/mlflow.db", "--serve-artifacts",
              "--artifacts-destination", f"{temp}/artifacts", "--host", "127.0.0.1", "--port", str(mlf),
-             "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=temp)
+             "--workers", "1"], env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=temp, start_new_session=True)
         subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(head), "--include-dashboard", "false",
-                        "--temp-dir", temp, "--node-manager-port", str(nm1), "--ray-client-server-port", str(client),
+                        "--temp-dir", temp, "--node-manager-port", str(nm1), "--dashboard-port", str(dash),
                         "--dashboard-agent-listen-port", str(agent1), *common], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
         subprocess.run([str(BIN / "ray"), "start", "--address", f"127.0.0.1:{head}", "--node-manager-port", str(nm2),
@@ -128,7 +129,7 @@ def cluster():
         if ray.is_initialized():
             ray.shutdown()
         if server is not None:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)  # the server and its uvicorn worker: their own session
         _kill(p for q in _pids_matching(temp) for p in _descendants(q))  # only what we started: it names our dir
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -219,3 +220,13 @@ def test_node_killed_mid_investigation_loses_nothing(cluster, tiny_hub, monkeypa
     assert set(again.outcomes().values()) == {ALREADY_AUDITED} and len(again.rows) == len(MODELS)
     assert len([r for r in _runs(tracking) if TAG_PREFIX + "model_id" in r.data.tags]) == len(MODELS)
     assert INVESTIGATE not in again.outcomes().values()
+
+
+def test_without_ray_installed_one_line_says_how(monkeypatch):
+    from crawler.scan.options import ScanOptions
+    from crawler.scan.ray_backend import check_address
+    from plugin.core.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where Ray is not installed
+    with pytest.raises(ConfigError, match=r"pip install \.\[ray\]"):
+        check_address(ScanOptions(backend="ray"))

@@ -133,6 +133,19 @@ def test_cli_parsers():
     assert kw["source_spec"] == "hf:http://x" and kw["limit"] == 3 and kw["source_options"] == {"author": "me"}
     a = p.parse_args(["schedule", "--at", "03:30", "--source", "demo"])
     assert a.at == "03:30" and callable(a.func)
+    # The nightly schedule takes the same backend options as one scan, and validates them the same way.
+    a = p.parse_args(["schedule", "--source", "demo", "--backend", "ray", "--ray-address", "10.0.0.1:6379",
+                      "--gpus-per-model", "0.25", "--cpus-per-model", "2"])
+    kw = scan_kwargs(a)
+    assert (kw["backend"], kw["ray_address"], kw["gpus_per_model"], kw["cpus_per_model"]) == \
+        ("ray", "10.0.0.1:6379", 0.25, 2.0)
+    from crawler.scan.options import ScanOptions
+    from plugin.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="need --backend ray"):
+        ScanOptions(ray_address="10.0.0.1:6379")
+    with pytest.raises(SystemExit):  # the Kubernetes backend is gone
+        p.parse_args(["scan", "--source", "demo", "--backend", "kubernetes"])
 
 
 @pytest.mark.slow
@@ -290,3 +303,42 @@ def test_listing_keeps_triage_facts_not_cards():
         assert listed.model.repo_id == model.repo_id and listed.model.sha == model.sha
         assert listed.doc == assess_documentation(model.card_text, model.config)
     assert _Listed.of(encoder).encoder and not _Listed.of(documented).encoder
+
+
+@pytest.mark.slow
+def test_two_scans_at_once_on_a_fresh_store_under_an_inherited_memory_limit(tmp_path):
+    """Two CLI scans started together on a fresh SQLite store, both under ``ulimit -v 16000000``.
+
+    Both exit 0 (no schema-migration race); the one model has exactly one FINISHED run and nothing stays
+    RUNNING, deleted claims included; the worker's limit was clamped to the inherited one, and the run says so.
+    """
+    import resource
+
+    import yaml
+    from mlflow.entities import ViewType
+
+    hub = tmp_path / "hub"
+    demo_hub.write_tiny_repo(hub / "t" / "solo", seed=7)
+    recipe = tmp_path / "fast.yaml"
+    recipe.write_text(yaml.safe_dump({"images_per_leaf": 3, "transforms_per_image": 1}))
+    db = tmp_path / "fresh" / "mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    limit = 16_000_000 * 1024  # what `ulimit -v 16000000` sets: below the default --worker-memory of 16 GiB
+
+    def ulimit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    procs = [subprocess.Popen([sys.executable, "-m", "plugin.cli", "scan", "--source", f"dir:{hub}", "--recipe",
+                               str(recipe), "--no-progress"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, preexec_fn=ulimit) for _ in range(2)]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = [r for r in client.search_runs(exps, "", run_view_type=ViewType.ALL)
+            if r.data.tags.get(TAG_PREFIX + "model_id") == "t/solo"]
+    assert sorted(r.info.status for r in runs if r.info.lifecycle_stage == "active") == ["FINISHED"]
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+    (done,) = [r for r in runs if r.info.status == "FINISHED"]
+    assert done.data.tags[TAG_PREFIX + "worker_limit.memory"] == str(limit)
+    assert "inherited hard limit" in done.data.tags[TAG_PREFIX + "worker_limit.memory_clamped"]

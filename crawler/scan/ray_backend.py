@@ -83,15 +83,10 @@ def check_tracking_shared(address: str | None, uri: str) -> None:
                           "--serve-artifacts` and set MLFLOW_TRACKING_URI=http://HOST:PORT")
 
 
-def connect(opts: ScanOptions) -> None:
-    """Joins ``opts.ray_address`` (else starts a local Ray instance); one-line ConfigError if it can't.
-
-    Everything here happens before the scan creates any run.
-    """
-    ray = _ray()
+def check_address(opts: ScanOptions) -> None:
+    """Refuses, in one line, a cluster address nothing answers on, or a store its nodes can't share."""
+    _ray()
     check_tracking_shared(opts.ray_address, tracking.tracking_uri())
-    if ray.is_initialized():  # a nightly schedule: the next scan reuses the connection
-        return
     hp = _host_port(opts.ray_address) if opts.ray_address else None
     if hp is not None:
         try:
@@ -99,6 +94,17 @@ def connect(opts: ScanOptions) -> None:
         except OSError as e:
             raise ConfigError(f"--ray-address {opts.ray_address}: no Ray cluster answers there "
                               f"({type(e).__name__}: {e})") from None
+
+
+def connect(opts: ScanOptions) -> None:
+    """Joins ``opts.ray_address`` (else starts a local Ray instance); one-line ConfigError if it can't.
+
+    Everything here happens before the scan creates any run.
+    """
+    ray = _ray()
+    check_address(opts)
+    if ray.is_initialized():  # a nightly schedule: the next scan reuses the connection
+        return
     try:
         ray.init(address=opts.ray_address or "local", include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=True)

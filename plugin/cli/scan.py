@@ -78,9 +78,9 @@ def _validated(args) -> dict:
     plan_investigation(args.corpus, Recipe.load(args.recipe))  # recipe types, checks, aux folders, corpus
     opts = ScanOptions.build(**{k: v for k, v in kwargs.items() if k != "source_spec"})  # the options' own checks
     if opts.backend == "ray":
-        from crawler.scan.ray_backend import check_tracking_shared
+        from crawler.scan.ray_backend import check_address
 
-        check_tracking_shared(opts.ray_address, tracking.tracking_uri())  # before the experiment is even set
+        check_address(opts)  # before the experiment is even set
     return kwargs
 
 
