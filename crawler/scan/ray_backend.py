@@ -67,9 +67,13 @@ def _host_port(address: str) -> tuple[str, int] | None:
     if address in ("auto", "local"):
         return None
     parsed = urlparse(address if "://" in address else f"ray://{address}")
-    if not parsed.hostname or parsed.port is None:
+    try:
+        port = parsed.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    if not parsed.hostname or port is None:
         raise ConfigError(f"--ray-address {address!r}: expected host:port or ray://host:port")
-    return parsed.hostname, parsed.port
+    return parsed.hostname, port
 
 
 def check_tracking_shared(address: str | None, uri: str) -> None:
