@@ -160,20 +160,25 @@ def _scan_cli(hub, recipe, cluster, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_refusals_before_any_run(cluster, tiny_hub, tmp_path):
+def test_refusals_before_any_run(cluster, tiny_hub, tmp_path, monkeypatch, capsys):
+    """A bad address, and a store only this machine can write to with a cluster: one line each, no run created."""
+    from plugin.cli import main
+
     hub, recipe = tiny_hub
     (closed,) = _free_ports(1)
-    bad = _scan_cli(hub, recipe, cluster, "--ray-address", f"127.0.0.1:{closed}")
-    out, _ = bad.communicate(timeout=120)
-    assert bad.returncode == 2 and "no Ray cluster answers" in out, out
-    assert len(out.strip().splitlines()) == 1, out
-    # A store only this machine can write to, with a cluster: refused in one line too.
-    env = {**cluster["env"], "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'local.db'}"}
-    local = subprocess.run([sys.executable, "-m", "plugin.cli", "scan", "--source", f"dir:{hub}", "--backend", "ray",
-                            "--ray-address", cluster["address"]], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=120)
-    assert local.returncode == 2 and "mlflow server" in local.stderr and len(local.stderr.strip().splitlines()) == 1
-    assert [r for r in _runs(cluster["tracking"]) if TAG_PREFIX + "model_id" in r.data.tags] == []
+    argv = ["scan", "--source", f"dir:{hub}", "--recipe", str(recipe), "--backend", "ray", "--ray-address"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cluster["tracking"])
+    mlflow.set_tracking_uri(cluster["tracking"])
+    assert main([*argv, f"127.0.0.1:{closed}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no Ray cluster answers" in err[0], err
+    local = f"sqlite:///{tmp_path / 'local.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", local)
+    mlflow.set_tracking_uri(local)
+    assert main([*argv, cluster["address"]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mlflow server" in err[0], err
+    assert _runs(cluster["tracking"]) == [] and not (tmp_path / "local.db").exists()
 
 
 def test_node_killed_mid_investigation_loses_nothing(cluster, tiny_hub, monkeypatch):
