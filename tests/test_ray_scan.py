@@ -35,6 +35,9 @@ MODELS = ("r/alpha", "r/beta")  # one per node
 # GCS declares a SIGKILLed raylet dead after about 3 s instead of about 30 s.
 FAST_HEALTH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "500",
                "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+# A token in ~/.ray (left by any earlier local Ray) turns token auth on for `ray start --head` only; this
+# loopback cluster, its driver and this test process all run without it.
+NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
 
 
 def _free_ports(n: int) -> list[int]:
@@ -98,11 +101,19 @@ def _wait_port(port: int, timeout: float) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def _ray_start(args: list[str], env: dict) -> None:
+    done = subprocess.run([str(BIN / "ray"), "start", *args], env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise RuntimeError(f"ray start {args[0]} failed: {done.stderr[-1500:]}")
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A two-node Ray cluster and an ``mlflow server``; yields a dict of their addresses."""
     temp = tempfile.mkdtemp(prefix="dfray-", dir="/tmp")  # short: Ray's unix sockets live under it
     head, nm1, nm2, agent1, agent2, mlf, dash = _free_ports(7)
+    saved = {k: os.environ.get(k) for k in NO_AUTH}
+    os.environ.update(NO_AUTH)
     env = {**os.environ, **FAST_HEALTH, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"]
@@ -113,13 +124,11 @@ def cluster():
              "--artifacts-destination", f"{temp}/artifacts", "--host", "127.0.0.1", "--port", str(mlf),
              "--workers", "1"], env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=temp, start_new_session=True)
-        subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(head), "--include-dashboard", "false",
-                        "--temp-dir", temp, "--node-manager-port", str(nm1), "--dashboard-port", str(dash),
-                        "--dashboard-agent-listen-port", str(agent1), *common], env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-        subprocess.run([str(BIN / "ray"), "start", "--address", f"127.0.0.1:{head}", "--node-manager-port", str(nm2),
-                        "--dashboard-agent-listen-port", str(agent2), *common], env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        _ray_start(["--head", "--port", str(head), "--include-dashboard", "false", "--temp-dir", temp,
+                    "--node-manager-port", str(nm1), "--dashboard-port", str(dash),
+                    "--dashboard-agent-listen-port", str(agent1), *common], env)
+        _ray_start(["--address", f"127.0.0.1:{head}", "--node-manager-port", str(nm2),
+                    "--dashboard-agent-listen-port", str(agent2), *common], env)
         _wait_port(mlf, 60)
         yield {"address": f"127.0.0.1:{head}", "tracking": f"http://127.0.0.1:{mlf}", "node2_port": nm2,
                "env": env, "temp": temp}
@@ -132,6 +141,11 @@ def cluster():
             os.killpg(server.pid, signal.SIGKILL)  # the server and its uvicorn worker: their own session
         _kill(p for q in _pids_matching(temp) for p in _descendants(q))  # only what we started: it names our dir
         shutil.rmtree(temp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture

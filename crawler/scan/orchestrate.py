@@ -260,6 +260,7 @@ def _run_local(target: _Target, claimed: _Claimed, opts: ScanOptions) -> ScanRow
 
 def _finished(claimed: _Claimed) -> ScanRow:
     """The row of a claimed model whose run has ended, read back from the run."""
+    ledger.release(claimed.run_id)  # a Ray task released it in its own process, not in this one
     row = claimed.row
     try:
         row = _row_of_run(row, tracking.get_run(claimed.run_id))
