@@ -57,15 +57,15 @@ class GroundTruthSpec:
 
 
 def _f(name, classes, half, kind="subset", without=()):
-    return GroundTruthSpec(DemoSpec(name, "fashion", tuple(classes), 3, 0.5, per_class=1500), half, kind, without)
+    return GroundTruthSpec(DemoSpec(name, "fashion", tuple(classes), 3, 0.5, per_class=500), half, kind, without)
 
 
 def _d(name, classes, half, kind="subset", without=()):
-    return GroundTruthSpec(DemoSpec(name, "digits", tuple(classes), 30, 0.5), half, kind, without)
+    return GroundTruthSpec(DemoSpec(name, "digits", tuple(classes), 15, 0.5), half, kind, without)
 
 
 def _m(name, classes, half):
-    return GroundTruthSpec(DemoSpec(name, "mixed", tuple(classes), 6, 0.5, per_class=1000), half, "mixed")
+    return GroundTruthSpec(DemoSpec(name, "mixed", tuple(classes), 4, 0.5, per_class=500), half, "mixed")
 
 
 # Fashion labels: 0 T-shirt, 1 trouser, 2 pullover, 3 dress, 4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 boot.
