@@ -112,8 +112,11 @@ def main() -> None:
     ap.add_argument("--half", choices=[TUNING, VALIDATION, "both"], default="both",
                     help="tune on the tuning half and report the validation half (both), or report one half")
     ap.add_argument("--misses", action="store_true", help="list the classes whose true leaf is not in the cluster")
+    ap.add_argument("--built-only", action="store_true",
+                    help="measure only the models already built (an interrupted build), and say how many")
     args = ap.parse_args()
-    truth = build_ground_truth()
+    truth = build_ground_truth(train=not args.built_only)
+    print(f"ground truth: {len(truth['models'])} trained models", flush=True)
     corpus = load_demo_corpus()
     base = Recipe.load(args.recipe)
     sets = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
