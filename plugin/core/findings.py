@@ -70,11 +70,12 @@ class LeafSpend:
     """What the score pass spent on one leaf."""
 
     synset: str
-    images: int
-    queries: int
+    images: int  # sent by the score pass (each as ``copies_per_image`` queries)
+    queries: int  # the score pass's and step 4's
+    filtered: int = 0  # images step 4 sent once each (the chosen leaves' unsent images)
 
     def to_dict(self) -> dict:
-        return {"synset": self.synset, "images": self.images, "queries": self.queries}
+        return {"synset": self.synset, "images": self.images, "queries": self.queries, "filtered": self.filtered}
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ class Recipe:
     coherence_anchor_classes: int = 1  # ... and near this many other classes' own bests is not pulled far away
     sink_contrast: float = 0.5  # weight of what the class absorbs around a cluster (the sink null model), subtracted
     sink_radius: float = 4.0  # ... from the leaves within this many hops of a member
+    filter_all: bool = False  # step 4 queries every unsent image of the chosen leaves (else until min_samples came back)
     # Stability (README "Stability"): bootstrap over images within leaves, steps 2-4 per resample, no queries
     stability_resamples: int = 16  # resamples of the pass's own evidence (0: no bootstrap, every answer counts as stable)
     stability_min: float = 0.7  # a class whose modal domain comes back in fewer resamples is "uncertain", not found

@@ -583,25 +583,58 @@ class Resampler:
 
 
 # -- step 4: filtering on real images -----------------------------------------------
-def filter_images(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, sp: ScorePass, leaves, progress: Progress | None = None,
+def filter_images(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, sp: ScorePass,
+                  wanted: dict[int, tuple[tuple[int, ...], int | None]], progress: Progress | None = None,
                   reserve: int = 0, spent: int = 0) -> dict[int, np.ndarray]:
-    """Step 4: one hard label per image the pass did not send, for each leaf of ``leaves``.
+    """Step 4: hard labels of images the pass did not send, from the chosen leaves of the classes in ``wanted``.
 
-    A class is found only on the images of its chosen leaves that really come
-    back as it (the paper's filtering), not on what the adaptive pass
-    extrapolated. Each unsent image is queried once, as it is (no transformed
-    copies): at most the chosen leaves' capacity, and never more than the
-    exhaustive pass would have sent them. ``spent`` queries of ``query_budget``
-    (less ``reserve``) are already gone; a budget that runs out leaves the rest
-    unqueried, and those images count for no class.
+    ``wanted`` maps a class to ``(its chosen leaves, the real images it still
+    needs)``; ``None`` asks for every unsent image (``filter_all``). A class is
+    found only on images of its chosen leaves that really come back as it (the
+    paper's filtering), not on what the adaptive pass extrapolated. Each
+    unsent image is queried once, as it is (no transformed copies), in rounds
+    sized by the class's rate so far, until it has what it needs or its leaves
+    run out: never more than the exhaustive pass would have sent them. A leaf
+    two classes share is queried once. ``spent`` queries of ``query_budget``
+    (less ``reserve``) are gone already; a budget that runs out leaves the
+    rest unqueried, and those images count for no class. Returns, per leaf,
+    the labels of images ``n_images[j]``, ``n_images[j] + 1``, ... in order.
     """
     plain = recipe.replace(transforms_per_image=0, include_original=True)
-    jobs = [(int(j), int(sp.n_images[j]), int(sp.capacity[j])) for j in sorted(set(leaves))]
-    jobs = _within_budget([jb for jb in jobs if jb[2] > jb[1]], plain, 1, spent + reserve)
-    out: dict[int, list[np.ndarray]] = {}
-    if not jobs:
+    cap, nxt = np.asarray(sp.capacity), np.asarray(sp.n_images).astype(np.int64).copy()
+    got: dict[int, list[np.ndarray]] = {}
+    seen = {i: (int(nxt[list(m)].sum()), need) for i, (m, need) in wanted.items()}  # images seen, still needed
+    # The class's rate on the images the pass sent sizes the first round (at least a quarter: no endless trickle).
+    rate = {i: sum(int((image_labels(sp.labels[j], recipe) == i).sum()) for j in m) / max(seen[i][0], 1)
+            for i, (m, _) in wanted.items()}
+    pending = {i: m for i, (m, need) in wanted.items() if need is None or need > 0}
+    if not pending:
         return {}
     with _Pipeline(blackbox, corpus, plain, progress) as pipe:
-        for (j, a, _), lab in sorted(pipe.run(pipe.split(jobs)).items()):
-            out.setdefault(j, []).append(lab[:, 0])
-    return {j: np.concatenate(parts) for j, parts in out.items()}
+        while pending:
+            want: dict[int, int] = {}
+            for i, members in pending.items():
+                open_ = [j for j in members if nxt[j] < cap[j]]
+                need = seen[i][1]
+                per = int(cap.max()) if need is None else \
+                    int(math.ceil(need / max(rate[i], 0.25) / max(len(open_), 1)))
+                for j in open_:
+                    want[j] = max(want.get(j, 0), per)
+            jobs = [(j, int(nxt[j]), int(min(cap[j], nxt[j] + k))) for j, k in sorted(want.items())]
+            jobs = _within_budget(jobs, plain, 1, spent + reserve)
+            if not jobs:
+                break
+            for (j, a, b), lab in sorted(pipe.run(pipe.split(jobs)).items()):
+                got.setdefault(j, []).append(lab[:, 0])
+                nxt[j] = max(nxt[j], b)
+                spent += b - a
+            for i in list(pending):
+                members = pending[i]
+                new = sum(int((np.concatenate(got[j]) == i).sum()) for j in members if j in got)
+                before, need = seen[i]
+                if need is not None:
+                    rate[i] = new / max(int(nxt[list(members)].sum()) - before, 1)
+                    seen[i] = (before, wanted[i][1] - new)
+                if (need is not None and seen[i][1] <= 0) or all(nxt[j] >= cap[j] for j in members):
+                    del pending[i]
+    return {j: np.concatenate(parts) for j, parts in got.items()}

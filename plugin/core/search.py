@@ -230,8 +230,9 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
 
     Step 1 is the score pass; steps 2-3 choose a cluster per class, and the
     bootstrap (:func:`stability`) says how often that answer comes back; the
-    modal answer is used. Step 4 then queries the unsent images of the chosen
-    leaves of every stable class, and a class is found only when at least
+    modal answer is used. Step 4 then queries unsent images of the chosen
+    leaves of every stable class (until ``min_samples`` came back, or all of
+    them with ``filter_all``), and a class is found only when at least
     ``min_samples`` of its chosen leaves' images really come back as it. A class
     whose answer holds in fewer than ``stability_min`` of the resamples is
     ``uncertain``, not found; the verdict and the flags read found classes only.
@@ -248,8 +249,11 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
     chosen = modal_choice(options, chosen, st, recipe)
     shares = [st.share_of(i, answer_of(c)) for i, c in enumerate(chosen)]
     stable = [c is not None and not c.weak and s >= recipe.stability_min for c, s in zip(chosen, shares)]
-    to_filter = sorted({j for c, ok in zip(chosen, stable) if ok for j in c.members})
-    filtered = filter_images(blackbox, corpus, recipe, sp, to_filter, progress, reserve, spent=sp.queries)
+    # Step 4 for the stable classes: until min_samples real images came back (filter_all: every unsent image).
+    wanted = {i: (c.members, None if recipe.filter_all else
+                  recipe.min_samples - len(_real_hits(i, c.members, sp, {}, recipe)))
+              for i, (c, ok) in enumerate(zip(chosen, stable)) if ok}
+    filtered = filter_images(blackbox, corpus, recipe, sp, wanted, progress, reserve, spent=sp.queries)
     filter_queries = sum(len(v) for v in filtered.values())
     classes = []
     for i, (o, c) in enumerate(zip(options, chosen)):
@@ -264,7 +268,7 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
                         recipe=logged.to_dict(), classes=tuple(found),
                         verdict=model_verdict(found, corpus, recipe.verdict_max_span, recipe.verdict_min_depth),
                         corpus=corpus.name, flags=model_flags(found, sp, corpus.hierarchy, recipe),
-                        leaf_spend=tuple(LeafSpend(s, n + len(filtered.get(j, ())), q + len(filtered.get(j, ())))
+                        leaf_spend=tuple(LeafSpend(s, n, q + len(filtered.get(j, ())), len(filtered.get(j, ())))
                                          for j, (s, n, q) in enumerate(leaf_spend(sp, recipe.copies_per_image))),
                         exhaustive_queries=sp.exhaustive_queries, filter_queries=filter_queries)
     return SearchResult(findings, sp, classes)
