@@ -331,8 +331,9 @@ def test_open_world_sneaker_removed(demo_models, demo_corpus):
     corpus = demo_corpus.without([GYM_SHOE])
     f = search(TorchBlackBox.from_folder(model_dir("footwear")), corpus, Recipe.load("demo")).findings
     sneaker = f.classes[DEMO_MODELS["footwear"].classes.index(7)]
-    assert sneaker.domain is not None
-    assert sneaker.domain.name in {"shoe", "footwear"}
+    assert not sneaker.found and sneaker.domain is not None  # no leaf of its own: a guess, never a finding
+    # The guess names a node above the missing leaf (footwear or shoe at most seeds; the stability rule's
+    # extra queries can widen it to "covering", which holds the shirt leaf too, at some).
     assert corpus.hierarchy.is_ancestor(sneaker.domain.synset, GYM_SHOE)
 
 
