@@ -150,7 +150,7 @@ def stages(n: int, images: int, recipe: Recipe, accuracy: float, input_size: int
     from plugin.checks.base import CheckContext
     from plugin.core.clusters import choose_clusters, class_clusters, finalize_class, top_leaves
     from plugin.core.scores import effective_min_samples
-    from plugin.core.search import score_pass, search
+    from plugin.core.search import score_pass, search, stability
 
     corpus = synthetic_corpus(n, images)
     row: dict = {"leaves": n}
@@ -166,6 +166,8 @@ def stages(n: int, images: int, recipe: Recipe, accuracy: float, input_size: int
     t0 = time.perf_counter()
     [finalize_class(i, c, top_leaves(i, sp, corpus, eff), sp, corpus, eff) for i, c in enumerate(chosen)]
     row["filtering"] = time.perf_counter() - t0
+    gc.collect()
+    _, row["stability (bootstrap of the final pass)"] = timed(stability, sp, corpus, recipe, {})
     bb = TreeBlackBox(corpus, list(range(n)), accuracy, input_size)
     res, row["search (total)"] = timed(search, bb, corpus, recipe, "tree")
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,6 +180,10 @@ def stages(n: int, images: int, recipe: Recipe, accuracy: float, input_size: int
     row["queries exhaustive (planned)"] = f.exhaustive_queries
     row["classes found"] = sum(c.found for c in f.classes) / n
     row["true leaf chosen"] = sum(chosen_leaf(c) == corpus.synsets[c.index] for c in f.classes) / n
+    row["true leaf in cluster"] = sum(corpus.synsets[c.index] in {x.synset for x in c.leaves} for c in f.classes) / n
+    row["filter queries (step 4, in queries adaptive)"] = f.filter_queries
+    row["mean stability"] = f.stability
+    row["classes uncertain"] = f.uncertain / n
     if exhaustive:
         bb2 = TreeBlackBox(corpus, list(range(n)), accuracy, input_size)
         ex, row["search exhaustive"] = timed(search, bb2, corpus, recipe.replace(score_pass="exhaustive"), "tree")
@@ -189,6 +195,7 @@ def stages(n: int, images: int, recipe: Recipe, accuracy: float, input_size: int
     ten = list(np.linspace(0, n - 1, 10).astype(int))
     r10 = search(TreeBlackBox(corpus, ten, accuracy, input_size), corpus, recipe, "ten").findings
     row["10-class queries adaptive"] = r10.queries
+    row["10-class classes found"] = sum(c.found for c in r10.classes) / 10
     row["10-class exhaustive / adaptive"] = r10.exhaustive_queries / max(1, r10.queries)
     row["peak RSS MB (so far)"] = peak_rss_mb()
     return row

@@ -21,11 +21,12 @@ def write_artifacts(result: SearchResult, corpus: Corpus, out: Path, montage_sam
     paths = [f.write(out / "findings.json")]
     with open(out / "classes.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["index", "found", "domain_synset", "domain", "leaves", "functional_score", "semantic_score",
+        w.writerow(["index", "found", "status", "stability", "domain_synset", "domain", "leaves", "functional_score", "semantic_score",
                     "objective", "n_samples", "top_leaf", "top_score"])
         for c in f.classes:
             top = c.top_leaves[0] if c.top_leaves else None
-            w.writerow([c.index, c.found, c.domain.synset if c.domain else "", c.domain.name if c.domain else "",
+            w.writerow([c.index, c.found, c.status or ("found" if c.found else "not-found"), f"{c.stability:.4f}",
+                        c.domain.synset if c.domain else "", c.domain.name if c.domain else "",
                         ";".join(n.name for n in c.leaves), f"{c.functional_score:.4f}", f"{c.semantic_score:.4f}",
                         f"{c.objective:.4f}", c.n_samples, top.name if top else "", f"{top.score:.4f}" if top else ""])
     paths.append(out / "classes.csv")
@@ -37,7 +38,7 @@ def write_artifacts(result: SearchResult, corpus: Corpus, out: Path, montage_sam
     for cs in with_samples[:MAX_MONTAGES]:
         imgs = [corpus.leaves[j].images[k] for j, k in cs.samples[:montage_samples]]
         fc = cs.finding
-        caption = (f"class {fc.index}: {fc.domain.name if fc.domain else '?'} ({'found' if fc.found else 'weak'}, "
+        caption = (f"class {fc.index}: {fc.domain.name if fc.domain else '?'} ({fc.status or ('found' if fc.found else 'weak')}, "
                    f"{fc.n_samples} samples, confidence {fc.confidence:.2f})")
         paths.append(montage(imgs, out / "montages" / f"class_{fc.index:04d}.png", caption=caption))
     if len(with_samples) > MAX_MONTAGES:

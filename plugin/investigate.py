@@ -251,7 +251,8 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
             headline = tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
                                                  found_fraction=f.found_fraction, confidence=v.confidence,
                                                  queries_total=bb.num_queries)
-            tracking.log_metrics({**headline, "mean_functional_score": f.mean_functional_score,
+            tracking.log_metrics({**headline, "stability": f.stability,  # issue 19: the bootstrap's figure
+                                  "mean_functional_score": f.mean_functional_score,
                                   "queries": float(f.queries), "wall_time_s": seconds,
                                   "score_pass_time_s": result.scores.seconds})
             bar.stage("artifacts")

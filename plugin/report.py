@@ -109,7 +109,9 @@ def investigation_html(findings: Findings, corpus: Corpus | None = None, class_s
              f"<span class=\"badge {_conf_class(v.confidence)}\" id=\"confidence\">confidence {v.confidence:.2f}</span>"
              f"<span class=\"badge\">verdict {_e(v.kind)}</span>"
              f"<span class=\"badge\">{v.classes_found}/{f.num_classes} classes found "
-             f"({f.found_fraction:.1%})</span><span class=\"badge\">{f.queries} queries</span>"]
+             f"({f.found_fraction:.1%})</span><span class=\"badge\">{f.queries} queries</span>"
+             f"<span class=\"badge {_conf_class(f.stability)}\" id=\"stability\">stability {f.stability:.2f}"
+             + (f", {f.uncertain} uncertain" if f.uncertain else "") + "</span>"]
     if v.dataset_order:
         parts.append(f"<span class=\"badge\">dataset order: {_e(v.dataset_order)}</span>")
     if v.domains:
@@ -133,7 +135,9 @@ def investigation_html(findings: Findings, corpus: Corpus | None = None, class_s
         if corpus is not None and samples.get(c.index):
             thumbs = "".join(f"<img alt=\"sample\" src=\"{thumbnail(corpus.leaves[j].images[k])}\">"
                              for j, k in samples[c.index][:THUMBS_PER_CLASS])
-        rows.append((str(c.index), "found" if c.found else ("weak guess" if c.domain else "not found"),
+        status = c.status if c.status == "uncertain" else "found" if c.found else \
+            ("weak guess" if c.domain else "not found")
+        rows.append((str(c.index), status, f"{c.stability:.2f}",
                      _e(c.domain.name if c.domain else "-"), _e(", ".join(n.name for n in c.leaves) or "-"),
                      f"{c.functional_score:.2f}", f"<span class=\"badge {_conf_class(c.confidence)}\">"
                      f"{c.confidence:.2f}</span>" + (" ambiguous" if c.ambiguous else ""),
@@ -142,7 +146,7 @@ def investigation_html(findings: Findings, corpus: Corpus | None = None, class_s
     parts.append("<h2>Per class</h2>")
     if len(order) > len(shown):
         parts.append(f"<p class=\"small\">The first {len(shown)} of {len(order)} classes (found classes first).</p>")
-    parts.append(_table(["class", "status", "domain", "chosen leaves", "L (Wilson)", "confidence", "runner-up",
+    parts.append(_table(["class", "status", "stability", "domain", "chosen leaves", "L (Wilson)", "confidence", "runner-up",
                          "top leaves (raw score)", "found samples"], rows, classes))
     if heatmap is not None:
         data = heatmap if isinstance(heatmap, bytes) else (Path(heatmap).read_bytes() if Path(heatmap).is_file()

@@ -165,7 +165,8 @@ def test_adaptive_pass_spends_less_and_records_its_spend():
     assert ex.queries == ex.exhaustive_queries == 20 * 30 * 4
     assert ada.exhaustive_queries == ex.queries and ada.queries * 2 <= ex.queries
     assert len(ada.leaf_spend) == 20 and sum(s.queries for s in ada.leaf_spend) == ada.queries
-    assert all(s.images >= recipe.adaptive_first_images and s.queries == 4 * s.images for s in ada.leaf_spend)
+    assert all(s.images >= recipe.adaptive_first_images and s.queries == 4 * s.images + s.filtered
+               for s in ada.leaf_spend)
     d = ada.to_dict()
     assert d["exhaustive_queries"] == ex.queries and len(d["leaf_spend"]) == 20
     assert [sorted(n.synset for n in c.leaves) for c in ada.classes] == [sorted(n.synset for n in c.leaves) for c in ex.classes]
@@ -265,11 +266,13 @@ def test_imagenet_shaped_smoke_100_leaves():
     assert ex.queries == ada.exhaustive_queries == 100 * 50 * 4
     assert ada.queries * 3 <= ex.queries, (ada.queries, ex.queries)
     assert bench.agreement(ada, ex) >= 0.95
-    # A 10-class model: most leaves cannot matter to it. Measured 8.5x fewer queries here; the
-    # >= 10x target is for the 1,000-leaf corpus (12.4x there, benchmarks/imagenet_scale.py).
+    # A 10-class model: about ten leaves label 90% as each class, a tie that the bootstrap sees. Its
+    # ties across domains stay open (stability is what "settled" means), so it saves less than the
+    # 100-class model (measured 1.8x; the exhaustive pass finds 6 of its 10 classes, this one 8).
     ten = list(np.linspace(0, 99, 10).astype(int))
     t10 = search(bench.TreeBlackBox(corpus, ten, 0.9), corpus, recipe, "ten").findings
-    assert t10.queries * 6 <= t10.exhaustive_queries and t10.found_fraction == 1.0, t10.queries
+    assert t10.queries * 1.5 <= t10.exhaustive_queries and t10.found_fraction >= 0.6, t10.queries
+    assert all(c.stability >= recipe.stability_min for c in t10.classes if c.found)
     worst = search(bench.TreeBlackBox(corpus, ten, 0.9), corpus, recipe.replace(adaptive_copy_agreement=False),
                    "ten").findings
     assert t10.queries < worst.queries  # the box's copies are independent: counting them saves queries

@@ -278,7 +278,7 @@ def test_adaptive_pass_stops_once_the_answer_is_settled():
     refined = search(NoisyLeafBox(num_classes=3), corpus, recipe.replace(adaptive_settle=False))
     assert settled.findings.queries < refined.findings.queries
     assert [c.leaves for c in settled.findings.classes] == [c.leaves for c in refined.findings.classes]
-    assert settled.scores.rounds[-1]["unsettled_classes"] == 0 and len(refined.scores.rounds) > len(settled.scores.rounds)
+    assert settled.scores.rounds[-1]["unstable_classes"] == 0 and len(refined.scores.rounds) > len(settled.scores.rounds)
 
 
 def test_the_settled_choice_is_reused_only_for_the_same_scores():
@@ -306,25 +306,34 @@ def test_the_settled_choice_is_reused_only_for_the_same_scores():
 
 
 def test_a_close_race_is_not_settled():
-    """Two leaves a few images apart stay open; with hundreds of images each the same race is settled."""
-    from plugin.core.scores import ScorePass, _unsettled_classes
+    """Two far leaves a few images apart are unstable, so the adaptive pass keeps them open; with hundreds, stable."""
+    from plugin.core.scores import ScorePass
+    from plugin.core.search import stability
 
-    def best_leaf(sp):
-        return [(int(np.argmax(sp.scores[i])),) for i in range(sp.counts.shape[0])]
-
-    recipe = Recipe()
-    for n, expect in ((4, True), (4000, False)):
-        counts = np.array([[0.55 * n, 0.45 * n], [0.45 * n, 0.55 * n]])
-        sp = ScorePass(["a", "b"], counts, np.array([n, n]), np.array([n, n]), [np.zeros((n, 1), int)] * 2, 2 * n, 0.0)
-        assert _unsettled_classes(best_leaf, sp, np.array([True, True]), 1, recipe, None).tolist() == [expect] * 2
+    corpus = small_corpus()
+    recipe = Recipe(min_samples=1, coherence=0)
+    for n, expect in ((8, True), (800, False)):
+        labels = [np.zeros((0, 1), int) for _ in corpus.leaves]
+        a, b = int(0.55 * n), int(0.45 * n)  # class 0: 55% of airliner, 45% of tabby; class 1 the rest
+        labels[0] = np.array([[0]] * a + [[1]] * (n - a))
+        labels[2] = np.array([[0]] * b + [[1]] * (n - b))
+        counts = np.zeros((2, 5), int)
+        for j, lab in enumerate(labels):
+            counts[:, j] = np.bincount(lab.ravel(), minlength=2)
+        sent = np.array([len(l) for l in labels])
+        sp = ScorePass(corpus.synsets, counts, sent, sent, labels, int(sent.sum()), 0.0)
+        st = stability(sp, corpus, recipe)
+        assert (st.share[0] < recipe.stability_min) == expect
+        assert st.contested[[0, 2]].all() == expect  # both leaves of the race stay open while it is unstable
 
 
 def test_open_world_sneaker_removed(demo_models, demo_corpus):
     corpus = demo_corpus.without([GYM_SHOE])
     f = search(TorchBlackBox.from_folder(model_dir("footwear")), corpus, Recipe.load("demo")).findings
     sneaker = f.classes[DEMO_MODELS["footwear"].classes.index(7)]
-    assert sneaker.domain is not None
-    assert sneaker.domain.name in {"shoe", "footwear"}
+    assert not sneaker.found and sneaker.domain is not None  # no leaf of its own: a guess, never a finding
+    # The guess names a node above the missing leaf (footwear or shoe at most seeds; the stability rule's
+    # extra queries can widen it to "covering", which holds the shirt leaf too, at some).
     assert corpus.hierarchy.is_ancestor(sneaker.domain.synset, GYM_SHOE)
 
 

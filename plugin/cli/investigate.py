@@ -25,13 +25,15 @@ def cmd_investigate(args) -> int:
     f = inv.result.findings
     v = f.verdict
     print(f"run {inv.run_id}: {v.answer}")
-    print(f"  confidence {v.confidence:.2f}; {v.classes_found}/{f.num_classes} classes found; {f.queries} search "
+    print(f"  confidence {v.confidence:.2f}, stability {f.stability:.2f}; {v.classes_found}/{f.num_classes} classes "
+          f"found; {f.queries} search "
           f"queries (at most {plan.queries} planned); {inv.seconds:.1f} s")
     for c in f.classes:
         if c.found or c.domain:
-            print(f"  class {c.index:4d}: {'found' if c.found else 'weak '} {c.domain.name if c.domain else '-':20s} "
+            status = "found" if c.found else "uncertain" if c.status == "uncertain" else "weak"
+            print(f"  class {c.index:4d}: {status:9s} {c.domain.name if c.domain else '-':20s} "
                   f"leaves={','.join(n.name for n in c.leaves)} L={c.functional_score:.2f} n={c.n_samples} "
-                  f"confidence={c.confidence:.2f}")
+                  f"stability={c.stability:.2f} confidence={c.confidence:.2f}")
     for name in plan.checks:
         summary = f.extra.get(name, {})
         print(f"  check {name}: {summary.get('verdict') or summary.get('reason') or summary.get('error') or 'done'}")

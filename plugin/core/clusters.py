@@ -105,6 +105,7 @@ class Cluster:
     n_samples: int
     domain: str | None
     weak: bool = False  # below threshold: a domain guess, not a finding
+    absorbed: float = 0.0  # the class's mean score on the leaves around the cluster (the sink null model)
 
 
 def class_clusters(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None = None,
@@ -207,10 +208,49 @@ def _clusters(requests: list[tuple[int, list[int]]], sp: ScorePass, hier, recipe
     # Filtered samples at full capacity (the filtered count itself after an exhaustive pass).
     supply = _member_sums(sp.filtered_at_capacity(recipe), cls, sizes)
     alpha = recipe.weak_alpha if weak else recipe.alpha
-    for r, m, f, n in zip(rows, members, np.asarray(functional, dtype=float).tolist(), supply.tolist()):
+    absorbed = np.zeros(len(members)) if weak or recipe.sink_contrast <= 0 else \
+        _surroundings(members, cls, sp, hier, recipe, cache)
+    for r, m, f, n, a in zip(rows, members, np.asarray(functional, dtype=float).tolist(), supply.tolist(),
+                             absorbed.tolist()):
         semantic, domain = cache[m]
-        out[r].append(Cluster(m, f, semantic, alpha * f + (1 - alpha) * semantic, int(round(n)), domain, weak))
+        objective = alpha * f + (1 - alpha) * semantic - recipe.sink_contrast * a
+        out[r].append(Cluster(m, f, semantic, objective, int(round(n)), domain, weak, a))
     return out
+
+
+def _surroundings(members: list[tuple[int, ...]], cls: np.ndarray, sp: ScorePass, hier, recipe: Recipe,
+                  cache: dict) -> np.ndarray:
+    """Per cluster, the null model of a sink: what its class absorbs from the leaves around it.
+
+    The mean support-adjusted score of the class over the leaves within
+    ``sink_radius`` hops of a member that are not members and can supply
+    ``min_samples`` images. A model with few
+    classes sends whole subtrees to one class: a digit leaf then scores 1.0
+    for "T-shirt" only because every digit does, and its neighbours say so.
+    A true domain stands out from its surroundings: the neighbouring garments
+    go to their own classes. A cluster that takes the whole subtree has no
+    such neighbours left, so generality is not punished. The leaves around a
+    member set are cached (they depend on the tree, not on the scores).
+    """
+    adjusted = sp.ranked(recipe.confidence_z)[0]
+    new = [m for m in dict.fromkeys(members) if ("near", m) not in cache]
+    if new:
+        singles = sorted({j for m in new for j in m})
+        big = np.asarray(sp.support) >= recipe.min_samples  # one photo is no evidence of what a class absorbs
+        rows = dict(zip(singles, (_leaf_distances(hier, sp.leaves, singles, range(len(sp.leaves)))
+                                  <= recipe.sink_radius) & big[None, :]))
+        for m in new:
+            near = np.logical_or.reduce([rows[j] for j in m])
+            near[list(m)] = False
+            cache[("near", m)] = np.flatnonzero(near)
+    near = [cache[("near", m)] for m in members]
+    sizes = np.fromiter(map(len, near), dtype=int, count=len(near))
+    if not sizes.any():
+        return np.zeros(len(members))
+    owner = np.repeat(np.arange(len(members)), sizes)
+    leaf = np.concatenate(near)
+    total = np.bincount(owner, weights=adjusted[cls[owner], leaf], minlength=len(members))
+    return total / np.maximum(sizes, 1)
 
 
 def _by_size(members: list[tuple[int, ...]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -231,7 +271,7 @@ def _member_sums(mat: np.ndarray, rows: np.ndarray, sizes: list[tuple[np.ndarray
     return out
 
 
-def _eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:
+def eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:
     """Generality (slides: "a large fixed k"): prefer clusters that supply
     ``min_samples`` filtered images; fall back to all when none does."""
     big = [c for c in clusters if c.n_samples >= recipe.min_samples]
@@ -252,7 +292,7 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
     moves an anchored class into another domain (:func:`_anchor_pools`), so a
     mixed model keeps both of its domains.
     """
-    pools = [_eligible(o, recipe) for o in options]
+    pools = [eligible(o, recipe) for o in options]
     chosen = [max(p, key=lambda c: (round(c.objective, 12), len(c.members))) if p else None for p in pools]
     if recipe.coherence <= 0:
         return chosen
@@ -366,7 +406,7 @@ def runner_up(options: list[Cluster], chosen: Cluster | None, corpus: Corpus, re
         return None
     hier = corpus.hierarchy
     leaves = leaves if leaves is not None else [l.synset for l in corpus.leaves]
-    strong = [c for c in _eligible(options, recipe) if not c.weak]
+    strong = [c for c in eligible(options, recipe) if not c.weak]
     pooled = sorted({j for c in strong for j in c.members})
     if not pooled:
         return None
@@ -378,25 +418,35 @@ def runner_up(options: list[Cluster], chosen: Cluster | None, corpus: Corpus, re
 
 
 def finalize_class(i: int, cluster: Cluster | None, top: tuple[LeafScore, ...], sp: ScorePass, corpus: Corpus,
-                   recipe: Recipe, second: Cluster | None = None) -> ClassSearch:
-    """Step 4 (filtering) and the typed finding; "not found" when no cluster.
+                   recipe: Recipe, second: Cluster | None = None, samples: list[tuple[int, int]] | None = None,
+                   status: str | None = None, stability: float = 1.0) -> ClassSearch:
+    """The typed finding of class ``i``; "not found" when no cluster.
 
-    ``second`` is the class's :func:`runner_up`; the class is ``ambiguous``
-    when its functional score comes within ``ambiguity_margin`` of the chosen one.
+    ``samples`` are step 4's ``(leaf, image)`` pairs that really came back as
+    ``i`` (default: the pass's own images of the chosen leaves); ``n_samples``
+    is their number. ``status`` is ``found``, ``uncertain`` or ``not-found``
+    (default: found for any strong cluster). ``second`` is the class's
+    :func:`runner_up`; the class is ``ambiguous`` when its functional score
+    comes within ``ambiguity_margin`` of the chosen one.
     """
     if cluster is None:
-        return ClassSearch(ClassFinding(i, False, (), None, 0.0, 0.0, 0.0, 0, top))
+        return ClassSearch(ClassFinding(i, False, (), None, 0.0, 0.0, 0.0, 0, top, stability=stability,
+                                        status="not-found"))
     hier = corpus.hierarchy
     leaves = sp.leaves
     chosen = tuple(Node(leaves[j], hier.name(leaves[j])) for j in cluster.members)
     domain = Node(cluster.domain, hier.name(cluster.domain)) if cluster.domain else None
-    samples = [(j, int(img)) for j in cluster.members for img in np.flatnonzero(image_labels(sp.labels[j], recipe) == i)]
+    if samples is None:
+        samples = [(j, int(img)) for j in cluster.members
+                   for img in np.flatnonzero(image_labels(sp.labels[j], recipe) == i)]
+    status = status or ("not-found" if cluster.weak else "found")
     runner, ambiguous = None, False
     if second is not None:
         runner = RunnerUp(tuple(Node(leaves[j], hier.name(leaves[j])) for j in second.members),
                           Node(second.domain, hier.name(second.domain)) if second.domain else None,
                           second.functional, second.objective, domain_distance(hier, cluster, second))
         ambiguous = second.functional >= cluster.functional - recipe.ambiguity_margin
-    finding = ClassFinding(i, not cluster.weak, chosen, domain, cluster.functional, cluster.semantic, cluster.objective,
-                           len(samples), top, runner_up=runner, ambiguous=ambiguous)
-    return ClassSearch(finding, samples)
+    finding = ClassFinding(i, status == "found", chosen, domain, cluster.functional, cluster.semantic,
+                           cluster.objective, len(samples), top, runner_up=runner, ambiguous=ambiguous,
+                           stability=stability, status=status)
+    return ClassSearch(finding, list(samples))

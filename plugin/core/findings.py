@@ -70,11 +70,12 @@ class LeafSpend:
     """What the score pass spent on one leaf."""
 
     synset: str
-    images: int
-    queries: int
+    images: int  # sent by the score pass (each as ``copies_per_image`` queries)
+    queries: int  # the score pass's and step 4's
+    filtered: int = 0  # images step 4 sent once each (the chosen leaves' unsent images)
 
     def to_dict(self) -> dict:
-        return {"synset": self.synset, "images": self.images, "queries": self.queries}
+        return {"synset": self.synset, "images": self.images, "queries": self.queries, "filtered": self.filtered}
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,15 @@ class ClassFinding:
     runner_up: RunnerUp | None = None
     ambiguous: bool = False  # the runner-up's score is within a margin of the chosen one
     confidence: float = 0.0  # in [0, 1]; falls on wrong answers
+    stability: float = 1.0  # share of bootstrap resamples returning this answer
+    status: str = ""  # found | uncertain (the answer does not hold) | not-found
 
     def to_dict(self) -> dict:
         return {
             "index": self.index,
             "found": self.found,
+            "status": self.status or ("found" if self.found else "not-found"),
+            "stability": round(self.stability, 4),
             "leaves": [n.to_dict() for n in self.leaves],
             "domain": self.domain.to_dict() if self.domain else None,
             "functional_score": round(self.functional_score, 6),
@@ -151,10 +156,21 @@ class Findings:
     leaf_spend: tuple[LeafSpend, ...] = ()  # per leaf, what the score pass spent
     exhaustive_queries: int | None = None  # what an exhaustive pass would have spent
     provenance: dict = field(default_factory=dict, hash=False)  # repo, revision, sha256, tool, corpus digest, time
+    filter_queries: int = 0  # step 4: unsent images of the chosen leaves, one query each (part of ``queries``)
 
     @property
     def found_fraction(self) -> float:
         return sum(c.found for c in self.classes) / max(1, len(self.classes))
+
+    @property
+    def stability(self) -> float:
+        """The model's stability: the mean over classes of the share of resamples returning each class's answer."""
+        return float(sum(c.stability for c in self.classes) / len(self.classes)) if self.classes else 1.0
+
+    @property
+    def uncertain(self) -> int:
+        """Classes whose answer did not hold under resampling (reported, never counted as found)."""
+        return sum(c.status == "uncertain" for c in self.classes)
 
     @property
     def mean_functional_score(self) -> float:
@@ -173,6 +189,7 @@ class Findings:
             "flags": [f.to_dict() for f in self.flags],
             "classes": [c.to_dict() for c in self.classes],
             "exhaustive_queries": self.exhaustive_queries,
+            "filter_queries": self.filter_queries,
             "leaf_spend": [l.to_dict() for l in self.leaf_spend],
         }
         for k, v in self.extra.items():
@@ -185,9 +202,9 @@ class Findings:
         """The block a reader needs first: answer, confidence, coverage, provenance."""
         v = self.verdict
         return {"answer": v.answer or v.kind, "verdict": v.kind, "domain": v.domain.name if v.domain else None,
-                "confidence": round(v.confidence, 6),
+                "confidence": round(v.confidence, 6), "stability": round(self.stability, 4),
                 "coverage": {"classes_found": sum(c.found for c in self.classes), "num_classes": self.num_classes,
-                             "found_fraction": round(self.found_fraction, 6)},
+                             "found_fraction": round(self.found_fraction, 6), "uncertain": self.uncertain},
                 "provenance": self.provenance}
 
     def to_json(self) -> str:

@@ -78,6 +78,12 @@ class Recipe:
     singleton_candidates: bool = True  # every strong leaf is also a cluster of its own (K = n)
     coherence_anchor_score: float = 0.6  # a class's own best this strong ...
     coherence_anchor_classes: int = 1  # ... and near this many other classes' own bests is not pulled far away
+    sink_contrast: float = 0.5  # weight of what the class absorbs around a cluster (the sink null model), subtracted
+    sink_radius: float = 4.0  # ... from the leaves within this many hops of a member
+    filter_all: bool = False  # step 4 queries every unsent image of the chosen leaves (else until min_samples came back)
+    # Stability (README "Stability"): bootstrap over images within leaves, steps 2-4 per resample, no queries
+    stability_resamples: int = 16  # resamples of the pass's own evidence (0: no bootstrap, every answer counts as stable)
+    stability_min: float = 0.7  # a class whose modal domain comes back in fewer resamples is "uncertain", not found
     # Runner-up and model-level flags (README "Flags")
     runner_up_min_distance: float = 10.0  # hops between domains for "another domain" (garment-digit is 14)
     ambiguity_margin: float = 0.1  # ambiguous: the runner-up's functional score is within this of the chosen one
@@ -133,6 +139,8 @@ class Recipe:
             problems.append("adaptive_precision must be in (0, 1]")
         if self.leaf_query_budget is not None and self.leaf_query_budget < self.copies_per_image:
             problems.append("leaf_query_budget must allow at least one image (copies_per_image queries)")
+        if self.stability_resamples < 0 or not 0 <= self.stability_min <= 1:
+            problems.append("need stability_resamples >= 0 and stability_min in [0, 1]")
         if not 0 < self.min_samples_fraction <= 1:
             problems.append("min_samples_fraction must be in (0, 1]")
         if problems:

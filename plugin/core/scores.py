@@ -35,7 +35,9 @@ from plugin.core.settings import io_threads
 from plugin.core.transforms import expand_leaf, expand_to_input, resized_alone
 
 Progress = Callable[[int], None]  # called with the number of queries just made
-Choice = Callable[["ScorePass"], list]  # steps 2-4 on a pass: per class, the chosen leaves (or None)
+# The settle check (the search passes it): on the pass so far, the leaves whose answer is still unstable
+# (those in contention for an unstable class), and how many classes are unstable.
+Settle = Callable[["ScorePass"], tuple[np.ndarray, int]]
 CHUNK = 512  # raw images expanded ahead of the black box
 CHUNK_PIXELS = 40_000_000  # model-input values per chunk on CPU (about 160 MB of float32)
 PREFETCH = 2  # jobs fetched (decoded) ahead of the device, per fetch thread
@@ -304,12 +306,13 @@ def leaf_capacity(corpus: Corpus, recipe: Recipe) -> np.ndarray:
 
 
 def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
-                      reserve: int = 0, choice: Choice | None = None) -> ScorePass:
+                      reserve: int = 0, settle: Settle | None = None) -> ScorePass:
     """Step 1: ``l(i, j)`` for every class at once, by the recipe's ``score_pass``.
 
     Rounds are fitted into ``query_budget`` less ``reserve`` (what the follow-up checks need).
-    ``choice`` is steps 2-4 (the search passes it): with ``adaptive_settle``, the
-    adaptive pass stops once the choice is settled (:func:`_unsettled_classes`).
+    ``settle`` is the search's stability check on the pass so far: with ``adaptive_settle``,
+    the adaptive pass stops once every class's answer is stable, and keeps querying the
+    leaves in contention while some class's is not (stability is what "settled" means).
     """
     t0 = time.time()
     start_queries = blackbox.num_queries
@@ -350,20 +353,22 @@ def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progre
             rounds.append({"images_per_leaf": int(target), "open_leaves": int(is_open.sum()),
                            "queries": int(blackbox.num_queries - q0)})
             is_open &= sent < cap
-            if not adaptive or not is_open.any():
+            if not adaptive or not (sent < cap).any():
                 break
             kappa = agreement.kappa(counts)
             rounds[-1]["copy_kappa"] = round(kappa, 3)
             n_eff = agreement.effective(sent, kappa) if recipe.adaptive_copy_agreement else None
             is_open &= ~_decided(counts, sent, copies, recipe, n_eff, needed)
-            if choice is not None and recipe.adaptive_settle and is_open.any():
-                unsettled = _unsettled_classes(choice, snapshot(), is_open, copies, recipe, n_eff)
-                rounds[-1]["unsettled_classes"] = int(unsettled.sum())
+            if settle is not None and recipe.adaptive_settle:
+                contested, unstable = settle(snapshot())
+                rounds[-1]["unstable_classes"] = unstable
                 # All or nothing: coherence couples the classes, so a class that holds now can still
-                # move when another one does. (Closing per class saved more, 4.2x on the demo's default
-                # recipe, but cost 10 of 136 classes on its demo recipe.)
-                if not unsettled.any():
+                # move when another one does. While some class is unstable, the leaves in contention
+                # for it stay open (or open again) even when the bounds alone had closed them.
+                if unstable == 0:
                     is_open[:] = False
+                else:
+                    is_open |= contested & (sent < cap)
             if recipe.adaptive_halving:
                 is_open = _halve(is_open, counts, sent, copies, recipe, n_eff)
             target = int(math.ceil(target * recipe.adaptive_growth))
@@ -486,33 +491,6 @@ def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
     return np.all(out | settled, axis=0)
 
 
-def _unsettled_classes(choice: Choice, sp: ScorePass, is_open: np.ndarray, copies: int, recipe: Recipe,
-                       n_eff: np.ndarray | None) -> np.ndarray:
-    """Per class, whether more queries to the open leaves could still change its chosen leaves.
-
-    The choice on the scores so far is taken again with every open leaf at the
-    worst of its bounds at ``confidence_z`` (the bound candidates are judged
-    on): the lower bound for the classes whose chosen cluster holds it, the
-    upper bound for every other class. A class whose chosen leaves stay the
-    same is settled at that confidence. Once every class is, the rest of the
-    pass cannot move the answer, and it stops. Closed leaves keep their scores.
-    On the demo (default recipe, 8 seeds) this spends 3.2x fewer queries than
-    the exhaustive pass instead of 2.1x, with the same classes found on every seed.
-    """
-    base = choice(sp)
-    p, lo, up = _bounds(sp.counts, sp.n_images, copies, recipe.confidence_z, n_eff)
-    worst = up.copy()
-    for i, members in enumerate(base):
-        if members:
-            cols = list(members)
-            worst[i, cols] = lo[i, cols]
-    rates = np.where(is_open[None, :], worst, p)
-    shaken = ScorePass(sp.leaves, rates * np.maximum(sp.totals, 1)[None, :], sp.totals, sp.n_images, sp.labels,
-                       sp.queries, sp.seconds, capacity=sp.capacity)
-    shaken._memo.update((k, v) for k, v in sp._memo.items() if k[0] == "filtered")  # the same labels: filtered once
-    return np.array([a != b for a, b in zip(choice(shaken), base)], dtype=bool)
-
-
 def _halve(is_open: np.ndarray, counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
            n_eff: np.ndarray | None = None) -> np.ndarray:
     """Successive halving: keeps the more promising half of the open leaves.
@@ -561,3 +539,102 @@ def image_labels(labels: np.ndarray, recipe: Recipe) -> np.ndarray:
     votes = (labels[:, :, None] == labels[:, None, :]).sum(axis=2)
     top = votes == votes.max(axis=1, keepdims=True)
     return np.where(top, labels, np.iinfo(np.int64).max).min(axis=1).astype(np.int64)
+
+
+# -- stability: the pass's own evidence, resampled ----------------------------------
+class Resampler:
+    """Bootstrap resamples of a pass: each leaf's images drawn with replacement, copies kept together.
+
+    A resample is a :class:`ScorePass` with the same leaves, totals and
+    capacity, whose counts (and filtered counts) come from the drawn images.
+    It costs no queries. The pass's labels are flattened once, so a resample
+    is a few array operations however many leaves there are.
+    """
+
+    def __init__(self, sp: ScorePass, recipe: Recipe):
+        self.sp, self.recipe = sp, recipe
+        n = np.asarray(sp.n_images, dtype=np.int64)
+        self.n, self.classes, self.leaves = n, sp.counts.shape[0], len(sp.leaves)
+        self.owner = np.repeat(np.arange(self.leaves), n)
+        self.start = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+        rows = [lab for lab in sp.labels if len(lab)]
+        copies = rows[0].shape[1] if rows else 1
+        flat = np.concatenate(rows) if rows else np.zeros((0, copies), np.int64)
+        self.labels = np.where((flat >= 0) & (flat < self.classes), flat, self.classes)  # out of range: one bin, dropped
+        self.image = image_labels(flat, recipe) if len(flat) else np.zeros(0, np.int64)
+        self.image = np.where((self.image >= 0) & (self.image < self.classes), self.image, self.classes)
+        n_f = n.astype(float)
+        self.scale = np.where(n > 0, np.asarray(sp.capacity, dtype=float) / np.maximum(n_f, 1), 0.0)
+
+    def draw(self, rng: np.random.Generator) -> ScorePass:
+        """One resample."""
+        sp, bins = self.sp, (self.classes + 1) * self.leaves
+        idx = self.start[self.owner] + (rng.random(len(self.owner)) * self.n[self.owner]).astype(np.int64)
+        copies = self.labels.shape[1]
+        cols = np.repeat(self.owner, copies)
+        counts = np.bincount(self.labels[idx].ravel() * self.leaves + cols, minlength=bins)
+        counts = counts.reshape(self.classes + 1, self.leaves)[: self.classes]
+        hist = np.bincount(self.image[idx] * self.leaves + self.owner, minlength=bins)
+        filtered = hist.reshape(self.classes + 1, self.leaves)[: self.classes] * self.scale[None, :]
+        out = ScorePass(sp.leaves, counts, sp.totals, sp.n_images, sp.labels, sp.queries, sp.seconds,
+                        capacity=sp.capacity, exhaustive_queries=sp.exhaustive_queries)
+        out._memo[("filtered", self.recipe.include_original)] = filtered  # the drawn images, not the pass's labels
+        return out
+
+
+# -- step 4: filtering on real images -----------------------------------------------
+def filter_images(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, sp: ScorePass,
+                  wanted: dict[int, tuple[tuple[int, ...], int | None]], progress: Progress | None = None,
+                  reserve: int = 0, spent: int = 0) -> dict[int, np.ndarray]:
+    """Step 4: hard labels of images the pass did not send, from the chosen leaves of the classes in ``wanted``.
+
+    ``wanted`` maps a class to ``(its chosen leaves, the real images it still
+    needs)``; ``None`` asks for every unsent image (``filter_all``). A class is
+    found only on images of its chosen leaves that really come back as it (the
+    paper's filtering), not on what the adaptive pass extrapolated. Each
+    unsent image is queried once, as it is (no transformed copies), in rounds
+    sized by the class's rate so far, until it has what it needs or its leaves
+    run out: never more than the exhaustive pass would have sent them. A leaf
+    two classes share is queried once. ``spent`` queries of ``query_budget``
+    (less ``reserve``) are gone already; a budget that runs out leaves the
+    rest unqueried, and those images count for no class. Returns, per leaf,
+    the labels of images ``n_images[j]``, ``n_images[j] + 1``, ... in order.
+    """
+    plain = recipe.replace(transforms_per_image=0, include_original=True)
+    cap, nxt = np.asarray(sp.capacity), np.asarray(sp.n_images).astype(np.int64).copy()
+    got: dict[int, list[np.ndarray]] = {}
+    seen = {i: (int(nxt[list(m)].sum()), need) for i, (m, need) in wanted.items()}  # images seen, still needed
+    # The class's rate on the images the pass sent sizes the first round (at least a quarter: no endless trickle).
+    rate = {i: sum(int((image_labels(sp.labels[j], recipe) == i).sum()) for j in m) / max(seen[i][0], 1)
+            for i, (m, _) in wanted.items()}
+    pending = {i: m for i, (m, need) in wanted.items() if need is None or need > 0}
+    if not pending:
+        return {}
+    with _Pipeline(blackbox, corpus, plain, progress) as pipe:
+        while pending:
+            want: dict[int, int] = {}
+            for i, members in pending.items():
+                open_ = [j for j in members if nxt[j] < cap[j]]
+                need = seen[i][1]
+                per = int(cap.max()) if need is None else \
+                    int(math.ceil(need / max(rate[i], 0.25) / max(len(open_), 1)))
+                for j in open_:
+                    want[j] = max(want.get(j, 0), per)
+            jobs = [(j, int(nxt[j]), int(min(cap[j], nxt[j] + k))) for j, k in sorted(want.items())]
+            jobs = _within_budget(jobs, plain, 1, spent + reserve)
+            if not jobs:
+                break
+            for (j, a, b), lab in sorted(pipe.run(pipe.split(jobs)).items()):
+                got.setdefault(j, []).append(lab[:, 0])
+                nxt[j] = max(nxt[j], b)
+                spent += b - a
+            for i in list(pending):
+                members = pending[i]
+                new = sum(int((np.concatenate(got[j]) == i).sum()) for j in members if j in got)
+                before, need = seen[i]
+                if need is not None:
+                    rate[i] = new / max(int(nxt[list(members)].sum()) - before, 1)
+                    seen[i] = (before, wanted[i][1] - new)
+                if (need is not None and seen[i][1] <= 0) or all(nxt[j] >= cap[j] for j in members):
+                    del pending[i]
+    return {j: np.concatenate(parts) for j, parts in got.items()}

@@ -8,18 +8,22 @@ step 5 :mod:`plugin.core.verdict`.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from plugin.core.blackbox import BlackBox
-from plugin.core.clusters import ClassSearch, choose_clusters, class_clusters, finalize_class, runner_up, top_leaves
+from plugin.core.clusters import (ClassSearch, Cluster, choose_clusters, class_clusters, eligible, finalize_class,
+                                  runner_up, top_leaves)
 from plugin.core.corpus import Corpus
 from plugin.core.errors import CorpusError
 from plugin.core.findings import Findings, LeafSpend
 from plugin.core.flags import model_flags
 from plugin.core.recipe import Recipe
-from plugin.core.scores import Progress, ScorePass, effective_min_samples, functional_scores, leaf_spend
+from plugin.core.scores import (Progress, Resampler, ScorePass, effective_min_samples, filter_images,
+                                functional_scores, image_labels, leaf_spend)
 from plugin.core.verdict import model_verdict
 
 
@@ -70,15 +74,147 @@ def chosen_leaves(sp: ScorePass, corpus: Corpus, recipe: Recipe,
     return [c.members if c else None for c in _steps_2_to_4(sp, corpus, recipe, groups_cache)[1]]
 
 
+def answer_of(c: Cluster | None):
+    """What a class's answer is, for counting resamples: its domain, or ``None`` when it is not found."""
+    if c is None or c.weak:
+        return None
+    return c.domain or c.members  # a custom tree without a common root: the leaves themselves
+
+
+@dataclass(frozen=True)
+class Stability:
+    """How often each class's answer comes back when the pass's evidence is resampled.
+
+    Attributes:
+        votes: per class, resamples per answer (:func:`answer_of`).
+        modal: per class, the answer most resamples return (ties to the answer on the full evidence).
+        share: per class, the share of resamples returning ``modal``.
+        contested: per leaf, whether some resample put it in the chosen cluster of an unstable class.
+        resamples: how many resamples were drawn (0: no bootstrap, every answer counts as stable).
+    """
+
+    votes: tuple[Counter, ...]
+    modal: tuple
+    share: np.ndarray
+    contested: np.ndarray
+    resamples: int
+    agree: Callable = field(default=lambda a, b: a == b, compare=False)
+
+    def share_of(self, i: int, answer) -> float:
+        """The share of resamples returning ``answer`` (or one in the same domain) for class ``i``."""
+        if not self.resamples:
+            return 1.0
+        return sum(k for x, k in self.votes[i].items() if self.agree(answer, x)) / self.resamples
+
+
+def _agreement(hier, merge_distance: float) -> Callable:
+    """Whether two answers name one domain: both not found, or domains closer than ``merge_distance``.
+
+    The clustering merges clusters whose medoids are that close, so "coat" and
+    "garment" (1 hop) are one answer at two levels of generality, while
+    "garment" and "digit" (14 hops) are two answers.
+    """
+    memo: dict = {}
+
+    def agree(a, b) -> bool:
+        if a == b or a is None or b is None or isinstance(a, tuple) or isinstance(b, tuple):
+            return a == b
+        key = (a, b) if a < b else (b, a)
+        if key not in memo:  # the same few domains, asked for every pair of resamples
+            memo[key] = hier.distance(a, b) < merge_distance
+        return memo[key]
+
+    return agree
+
+
+def stability(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None = None) -> Stability:
+    """Bootstrap over images within leaves (``stability_resamples``), steps 2-4 on each resample; no queries.
+
+    Each leaf's images are drawn with replacement (their copies with them), and
+    the search's own steps 2-4 run on the resampled counts. A class's stability
+    is the share of resamples that return its modal answer: an answer that a
+    handful of images decided flips, one that the evidence carries holds.
+    Memoised per pass state, like steps 2-4: the adaptive pass's last round and
+    the search ask for the same.
+    """
+    cache = {} if cache is None else cache
+    memo, key = cache.setdefault("stability", {}), _fingerprint(sp)
+    if key in memo:
+        return memo[key]
+    _, chosen = _steps_2_to_4(sp, corpus, recipe, cache)
+    full = [answer_of(c) for c in chosen]
+    n, b = len(chosen), recipe.stability_resamples
+    votes = [Counter() for _ in range(n)]
+    seen: list[set[int]] = [set(c.members) if c else set() for c in chosen]
+    if b:
+        draws = Resampler(sp, recipe)
+        rng = np.random.default_rng([recipe.seed, 19])  # the same resamples for the same evidence
+        for _ in range(b):
+            for i, c in enumerate(_choose(draws.draw(rng), corpus, recipe, cache)[1]):
+                votes[i][answer_of(c)] += 1
+                if c is not None:
+                    seen[i].update(c.members)
+    agree = _agreement(corpus.hierarchy, recipe.merge_distance)
+    modal = tuple(max(v, key=lambda a, v=v, f=f: (sum(k for x, k in v.items() if agree(a, x)), agree(a, f), v[a]))
+                  if v else f for v, f in zip(votes, full))
+    share = np.array([sum(k for x, k in v.items() if agree(m, x)) / b if b else 1.0 for v, m in zip(votes, modal)])
+    # An unstable class's contest: every leaf some resample chose for it, and its strong candidates
+    # (a cluster's score pools its leaves, so a leaf measured on a few images moves the race).
+    contested = np.zeros(len(sp.leaves), dtype=bool)
+    unstable = np.flatnonzero(share < recipe.stability_min)
+    if len(unstable):
+        adjusted, order = sp.ranked(recipe.confidence_z)
+        top = order[unstable, : recipe.top_k]
+        strong = np.take_along_axis(adjusted[unstable], top, axis=1) >= recipe.threshold
+        contested[top[strong]] = True
+        for i in unstable:
+            contested[list(seen[i])] = True
+    out = Stability(tuple(votes), modal, share, contested, b, agree)
+    if len(memo) >= 2:
+        del memo[next(iter(memo))]
+    memo[key] = out
+    return out
+
+
 def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
                reserve: int = 0, groups_cache: dict | None = None) -> ScorePass:
-    """Step 1 as the search runs it: the adaptive pass may stop once steps 2-4 are settled.
+    """Step 1 as the search runs it: the adaptive pass queries until every class's answer is stable.
 
     ``groups_cache`` (one per pass) lets the caller's own steps 2-4 reuse the clusterings the checks made.
     """
     cache = {} if groups_cache is None else groups_cache  # one pass: its rounds ask for the same candidate sets again
-    return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve,
-                             choice=lambda sp: chosen_leaves(sp, corpus, recipe, cache))
+
+    def settle(sp: ScorePass) -> tuple[np.ndarray, int]:
+        st = stability(sp, corpus, recipe, cache)
+        return st.contested, int((st.share < recipe.stability_min).sum())
+
+    return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve, settle=settle)
+
+
+def modal_choice(options: list[list[Cluster]], chosen: list[Cluster | None], st: Stability,
+                 recipe: Recipe) -> list[Cluster | None]:
+    """Per class the cluster of its modal answer: the chosen one if it has it, else the best eligible one that does.
+
+    ``recipe`` is the scaled one (its ``min_samples`` is what eligibility reads).
+    """
+    out = []
+    for o, c, m in zip(options, chosen, st.modal):
+        if m is None or st.agree(answer_of(c), m):
+            out.append(c)
+            continue
+        pool = [x for x in eligible(o, recipe) if st.agree(answer_of(x), m)]
+        out.append(max(pool, key=lambda x: (round(x.objective, 12), len(x.members))) if pool else c)
+    return out
+
+
+def _real_hits(i: int, members, sp: ScorePass, filtered: dict[int, np.ndarray], recipe: Recipe) -> list[tuple[int, int]]:
+    """Step 4 on real images: ``(leaf, image)`` of ``members`` that came back as class ``i``."""
+    out = []
+    for j in members:
+        sent = image_labels(sp.labels[j], recipe)
+        more = filtered.get(j, np.zeros(0, np.int64))
+        out += [(j, int(k)) for k in np.flatnonzero(np.concatenate([sent, more]) == i)]
+    return out
 
 
 @dataclass
@@ -92,6 +228,14 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
            reserve: int = 0) -> SearchResult:
     """Runs steps 1-5 for every class of ``blackbox`` on ``corpus``.
 
+    Step 1 is the score pass; steps 2-3 choose a cluster per class, and the
+    bootstrap (:func:`stability`) says how often that answer comes back; the
+    modal answer is used. Step 4 then queries unsent images of the chosen
+    leaves of every stable class (until ``min_samples`` came back, or all of
+    them with ``filter_all``), and a class is found only when at least
+    ``min_samples`` of its chosen leaves' images really come back as it. A class
+    whose answer holds in fewer than ``stability_min`` of the resamples is
+    ``uncertain``, not found; the verdict and the flags read found classes only.
     ``reserve`` queries of the recipe's ``query_budget`` are left for the follow-up checks.
     """
     if corpus.hierarchy is None:
@@ -101,12 +245,30 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
     logged = recipe
     recipe = _scaled(sp, recipe)
     options, chosen = _steps_2_to_4(sp, corpus, logged, cache)
-    classes = [finalize_class(i, c, top_leaves(i, sp, corpus, recipe), sp, corpus, recipe,
-                              runner_up(o, c, corpus, recipe, sp.leaves)) for i, (o, c) in enumerate(zip(options, chosen))]
+    st = stability(sp, corpus, logged, cache)
+    chosen = modal_choice(options, chosen, st, recipe)
+    shares = [st.share_of(i, answer_of(c)) for i, c in enumerate(chosen)]
+    stable = [c is not None and not c.weak and s >= recipe.stability_min for c, s in zip(chosen, shares)]
+    # Step 4 for the stable classes: until min_samples real images came back (filter_all: every unsent image).
+    wanted = {i: (c.members, None if recipe.filter_all else
+                  recipe.min_samples - len(_real_hits(i, c.members, sp, {}, recipe)))
+              for i, (c, ok) in enumerate(zip(chosen, stable)) if ok}
+    filtered = filter_images(blackbox, corpus, recipe, sp, wanted, progress, reserve, spent=sp.queries)
+    filter_queries = sum(len(v) for v in filtered.values())
+    classes = []
+    for i, (o, c) in enumerate(zip(options, chosen)):
+        hits = _real_hits(i, c.members, sp, filtered, recipe) if c is not None else []
+        status = ("not-found" if c is None or c.weak else "uncertain" if not stable[i]
+                  else "found" if len(hits) >= recipe.min_samples else "not-found")
+        classes.append(finalize_class(i, c, top_leaves(i, sp, corpus, recipe), sp, corpus, recipe,
+                                      runner_up(o, c, corpus, recipe, sp.leaves), samples=hits,
+                                      status=status, stability=shares[i]))
     found = [c.finding for c in classes]
-    findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries, recipe=logged.to_dict(),
-                        classes=tuple(found), verdict=model_verdict(found, corpus, recipe.verdict_max_span, recipe.verdict_min_depth), corpus=corpus.name,
-                        flags=model_flags(found, sp, corpus.hierarchy, recipe),
-                        leaf_spend=tuple(LeafSpend(s, n, q) for s, n, q in leaf_spend(sp, recipe.copies_per_image)),
-                        exhaustive_queries=sp.exhaustive_queries)
+    findings = Findings(model=model, num_classes=sp.counts.shape[0], queries=sp.queries + filter_queries,
+                        recipe=logged.to_dict(), classes=tuple(found),
+                        verdict=model_verdict(found, corpus, recipe.verdict_max_span, recipe.verdict_min_depth),
+                        corpus=corpus.name, flags=model_flags(found, sp, corpus.hierarchy, recipe),
+                        leaf_spend=tuple(LeafSpend(s, n, q + len(filtered.get(j, ())), len(filtered.get(j, ())))
+                                         for j, (s, n, q) in enumerate(leaf_spend(sp, recipe.copies_per_image))),
+                        exhaustive_queries=sp.exhaustive_queries, filter_queries=filter_queries)
     return SearchResult(findings, sp, classes)
