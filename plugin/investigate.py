@@ -28,8 +28,7 @@ from plugin.core.search import SearchResult, search
 from plugin.core.verdict import NO_DATASET_ORDER, conclude, format_domains
 from plugin.corpora import get_corpus
 from plugin.corpora.aux import get_aux_corpus
-from plugin.models.checkpoint import inspect_checkpoint
-from plugin.models.torch_blackbox import TorchBlackBox
+from plugin.models import formats
 from plugin.report import investigation_html, shorten
 from plugin.tracking import T_CHECK, T_DOMAIN_SYNSET, T_STATUS, ModelIdentity, investigating
 
@@ -71,12 +70,13 @@ class Plan:
         return self.score_queries + self.aux_queries
 
 
-def load_blackbox(model: str | Path, recipe: Recipe) -> TorchBlackBox:
-    return TorchBlackBox.from_folder(model, batch_size=recipe.batch_size, budget=recipe.query_budget)
+def load_blackbox(model: str | Path, recipe: Recipe):
+    """The model folder as a hard-label black box, through the format its files and config name."""
+    return formats.load_blackbox(model, batch_size=recipe.batch_size, budget=recipe.query_budget)
 
 
 def identity_of(model: str | Path, model_id: str | None = None, revision: str = "", source: str = "local") -> ModelIdentity:
-    info = inspect_checkpoint(model)
+    info = formats.preflight(model)
     return ModelIdentity(model_id or Path(model).name, revision, dict(info.sha256), source)
 
 
@@ -188,7 +188,7 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
     """Investigates one checkpoint folder and logs everything to MLflow.
 
     Args:
-        model: a timm hub-layout folder.
+        model: a model folder in any registered format (timm, transformers, ONNX).
         corpus: a registered corpus name, an ImageNet-layout path, or a Corpus.
         recipe: the knobs; defaults to :class:`Recipe`.
         identity: model id/revision/hashes; derived from the folder if omitted.

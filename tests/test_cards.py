@@ -9,7 +9,7 @@ from crawler.cards import (MIN_PROSE_WORDS, UNDOCUMENTED_THRESHOLD, assess_docum
                            has_label_names, is_classifier, split_front_matter)
 from plugin.demo.hub import (FASHION_CARD, FRONT_MATTER_ONLY, SKIPPED_DOCUMENTED, build_demo_hub, bump_repo,
                               expected_outcomes, source_models)
-from crawler.sources import DirSource
+from crawler.hub import DirSource
 
 TIMM_CFG = {"architecture": "resnet18", "num_classes": 10}
 LONG_PROSE = ("This network was built for a hobby project about sorting photographs in a personal archive. "

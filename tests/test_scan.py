@@ -305,7 +305,7 @@ def test_listing_keeps_triage_facts_not_cards():
     """Listed entries drop card and config (a hostile hub's listing stays small) but keep what triage decides on."""
     from crawler.cards import assess_documentation
     from crawler.scan.orchestrate import _Listed
-    from crawler.sources import HubModel
+    from crawler.hub import HubModel
 
     card = "---\ndatasets: [fashion_mnist]\n---\n# A classifier\n" + "x" * 200_000
     documented = HubModel("t/doc", "a" * 40, None, (), (), None, card, {"num_classes": 3})

@@ -11,8 +11,8 @@ import torch
 from plugin.models.checkpoint import load_checkpoint, sha256_file
 from plugin.demo.hub import (FAILED_CORRUPT, INVESTIGATE, PAYLOAD_MARKER_ENV, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,
                               SKIPPED_ENCODER, bump_repo, write_tiny_repo)
-from crawler.hub_server import serve_hub
-from crawler.sources import DirSource, HfSource, HubModel, WeightsTooLargeError, get_source
+from crawler.hub.server import serve_hub
+from crawler.hub import DirSource, HfSource, HubModel, WeightsTooLargeError, get_source
 from plugin.demo.hub import DemoSource
 from plugin.core.errors import CheckpointError, ConfigError, HubError, UnknownNameError, UnsafeCheckpointError
 
@@ -130,7 +130,7 @@ def test_hub_errors_surface_as_hub_error(hub, tmp_path):
         source.fetch(ghost, tmp_path / "y", max_bytes=10**9)  # the HEAD for the size fails the same way
     no_weights = HubModel(repo_id=model.repo_id, sha=model.sha, last_modified=None,
                              siblings=(("config.json", 10),), tags=(), pipeline_tag=None)
-    with pytest.raises(CheckpointError, match="no weights"):
+    with pytest.raises(CheckpointError, match="no model weights"):
         source.fetch(no_weights, tmp_path / "z")
 
 
@@ -179,7 +179,7 @@ def test_demo_source_lists_every_demo_repo_and_each_reaches_its_outcome(demo_mod
 
 def test_every_fetch_is_capped_on_bytes_received(hub_dir, tmp_path):
     """A card over the cap, and a file that outgrows its cap while copying, are refused with the limit named."""
-    from crawler.sources import DirSource, WeightsTooLargeError
+    from crawler.hub import DirSource, WeightsTooLargeError
     from plugin.models.limits import MAX_CARD_BYTES
 
     (hub_dir / "acme/plain/README.md").write_text("word " * (MAX_CARD_BYTES // 4))

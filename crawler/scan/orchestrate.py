@@ -42,7 +42,7 @@ from crawler.scan.backends import WorkerLimits, run_isolated, submit_kubernetes
 from crawler.scan.ledger import classify_error, find_audit, limits_of
 from crawler.scan.options import ScanOptions
 from crawler.scan.report import ScanReport, ScanRow, summary_csv
-from crawler.sources import HubModel, ModelSource, get_source
+from crawler.hub import HubModel, ModelSource, get_source
 from plugin import tracking
 from plugin.core.recipe import Recipe
 from plugin.models.checkpoint import preflight
@@ -61,7 +61,7 @@ def scan(source_spec: str, corpus: str = "demo", recipe: Recipe | str | None = N
     """Scans ``source_spec`` (``demo``, ``dir:PATH``, ``hf[:ENDPOINT]``) once; see the module docstring.
 
     Args:
-        source_spec: where to list models (see :func:`crawler.sources.get_source`).
+        source_spec: where to list models (see :func:`crawler.hub.get_source`).
         corpus: corpus name or folder, passed to each investigation.
         recipe: a Recipe, a recipe name/path, or None for the defaults.
         experiment: the MLflow experiment, and so the ledger's scope; default

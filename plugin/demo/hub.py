@@ -1,6 +1,6 @@
 """A small hub of demo repos, with the outcome a crawl should reach on each.
 
-Served by :mod:`crawler.hub_server`, it exercises every branch of a scan:
+Served by :mod:`crawler.hub.server`, it exercises every branch of a scan:
 undocumented classifiers to investigate (the demo models of
 :mod:`plugin.demo.models`, whose ground truth is known), documented models to
 skip, a pickle that would run code when loaded, a truncated safetensors file
@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from crawler.hub_server import HubServer, serve_hub
-from crawler.sources import HfSource, HubModel, ModelSource
+from crawler.hub.server import HubServer, serve_hub
+from crawler.hub import HfSource, HubModel, ModelSource
 from plugin.core.settings import cache_root
 from plugin.tracking import (FAILED_CORRUPT, INVESTIGATE, OUTCOMES, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,  # noqa: F401
                              SKIPPED_ENCODER)
@@ -64,6 +64,8 @@ to 32x32 RGB. It recognises the digits zero to nine, in order; the class names
 are in `config.json`. Training ran for thirty epochs; about one image in five
 was held out to measure accuracy, which is above 90%.
 """
+
+ENCODER_CARD = "---\nlibrary_name: timm\npipeline_tag: image-classification\n---\n"
 
 # repo name -> (expected outcome, demo model whose weights it reuses)
 REPOS: dict[str, tuple[str, str]] = {
@@ -199,6 +201,8 @@ def _build_repo(name: str, model: str, dest: Path) -> None:
         keys = timm.create_model(cfg["architecture"], pretrained=False, num_classes=0).state_dict().keys()
         save_file({k: v.contiguous() for k, v in _state_dict(src).items() if k in keys}, str(out / "model.safetensors"))
         _write_config(out, {**cfg, "num_classes": 0})
+        # Published under the classification task anyway, as many encoders on the Hub are: listed, then skipped.
+        (out / "README.md").write_text(ENCODER_CARD)
         return
     if name == "truncated-weights":
         data = (src / "model.safetensors").read_bytes()
@@ -270,8 +274,8 @@ class DemoSource(ModelSource):
     Call :meth:`close` (or use ``with``) to stop the server.
 
     Attributes:
-        expected: ``repo_id -> expected scan outcome`` (see :mod:`crawler.demo_hub`).
-        server: the running :class:`~crawler.hub_server.HubServer`.
+        expected: ``repo_id -> expected scan outcome`` (see :func:`build_demo_hub`).
+        server: the running :class:`~crawler.hub.server.HubServer`.
     """
 
     name = "demo"
@@ -280,7 +284,6 @@ class DemoSource(ModelSource):
         self.root = Path(root) if root is not None else demo_hub_root()
         self.expected = build_demo_hub(self.root)
         self.server: HubServer = serve_hub(self.root)
-        hf_opts.setdefault("filter", "timm")
         try:
             self.hf = HfSource(endpoint=self.server.url, name=self.name, **hf_opts)
         except BaseException:
