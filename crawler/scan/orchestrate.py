@@ -17,6 +17,8 @@ not race an orphan into a duplicate run.
 
 Outcomes (see :mod:`plugin.tracking`): ``investigate`` (done), ``already-audited``,
 ``skipped-encoder``, ``skipped-documented``, ``submitted`` (kubernetes backend),
+``refused-remote-code`` and ``skipped-unsupported-format`` (decided from the
+listing's files and config by :mod:`plugin.models.formats`, before any download),
 or a failure category: ``refused-unsafe``, ``invalid-repo``, ``failed-corrupt``,
 ``hub-error``, ``timeout``, ``resource-limit``, ``crash``.
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,10 +48,10 @@ from crawler.scan.report import ScanReport, ScanRow, summary_csv
 from crawler.hub import HubModel, ModelSource, get_source
 from plugin import tracking
 from plugin.core.recipe import Recipe
-from plugin.models.checkpoint import preflight
-from plugin.models.hub_layout import is_classifier
+from plugin.models.formats import Detected, preflight
 from plugin.report import shorten
-from plugin.tracking import (ALREADY_AUDITED, FAILED, INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, SUBMITTED,
+from plugin.tracking import (ALREADY_AUDITED, FAILED, INVESTIGATE, REFUSED_REMOTE_CODE, SKIPPED_DOCUMENTED,
+                             SKIPPED_ENCODER, SKIPPED_UNSUPPORTED_FORMAT, SUBMITTED,
                              T_DOC_SCORE, T_DOMAIN, T_ERROR, T_MODEL_ID, T_OUTCOME, T_REVISION, T_SOURCE, T_STATUS,
                              T_OWNER, T_VERDICT)
 
@@ -90,7 +93,9 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
         tracking.set_tags({T_OWNER: ledger.owner_tag()})
         ledger.reap_dead_scans(exp)
         ledger.reap_dead_claims(exp, opts.timeout_s)
-        tracking.log_params({"scan.source": source_spec, **opts.params()})
+        tracking.log_params({"scan.source": source_spec, **opts.params(),
+                             **{f"scan.source.{k}": ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                                for k, v in opts.source_options.items()}})
         tracking.log_params({f"recipe.{k}": v for k, v in opts.recipe.to_params().items()})
         target = _Target(exp, parent.info.run_id, source, source_spec)
         report.experiment_id = exp
@@ -111,16 +116,17 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
             bar.done(_row_line(row))
         bar.close()
         report.seconds = time.time() - t_scan
-        counts: dict[str, int] = {}
-        for r in report.rows:
-            counts[r.outcome] = counts.get(r.outcome, 0) + 1
+        counts = Counter(r.outcome for r in report.rows)
+        per_format = Counter(m.detected.format if m.detected else "unknown" for m in models)
         tracking.log_metrics({"scan.models": len(report.rows), "scan.seconds": report.seconds,
-                              **{f"scan.{k}": v for k, v in counts.items()}})
+                              **{f"scan.{k}": v for k, v in counts.items()},
+                              **{f"scan.format.{k}": v for k, v in per_format.items()}})
         tracking.log_text(summary_csv(report.rows), "scan_summary.csv")
-        tracking.log_text(report.table(), "scan_summary.md")
+        formats_line = "\nRows per format: " + ", ".join(f"{k} {v}" for k, v in sorted(per_format.items())) + "\n"
+        tracking.log_text(report.table() + formats_line, "scan_summary.md")
         tracking.log_text(report.html(), "scan_report.html")
         ledger.release(parent.info.run_id)
-    print(report.table(), end="")
+    print(report.table() + formats_line, end="")
     return report
 
 
@@ -162,28 +168,36 @@ class _Listed:
 
     model: HubModel
     doc: object | None  # crawler.cards.Documentation; None: assessed (and failed) again under the guard
-    encoder: bool
+    detected: Detected | None  # the model format; None when the listed config could not be read
 
     @classmethod
     def of(cls, model: HubModel) -> _Listed:
         try:
-            doc, encoder = _triage_facts(model)
+            doc, detected = _triage_facts(model)
         except Exception:  # noqa: BLE001 - kept whole: _scan_one assesses it again and fails it with its reason
-            return cls(model, None, False)
-        return cls(replace(model, card_text=None, config=None), doc, encoder)
+            return cls(model, None, None)
+        return cls(replace(model, card_text=None, config=None), doc, detected)
 
 
 def _triage_facts(model: HubModel):
-    """``(documentation assessment, is an encoder)`` from the model's card and config."""
-    encoder = model.config is not None and not is_classifier(model.config)
-    return assess_documentation(model.card_text, model.config), encoder
+    """``(documentation assessment, model format)`` from the model's card, files and config."""
+    # A config that is listed but unreadable is the loader's verdict to give (failed-corrupt), not a format's.
+    unread = model.config is None and "config.json" in model.filenames
+    detected = None if unread else model.detected
+    return assess_documentation(model.card_text, model.config, model.card_data), detected
 
 
-def _triage(model: HubModel, opts: ScanOptions, doc, encoder: bool) -> ScanRow | None:
-    """A row for a model the scan skips without a run (encoder, documented), else None."""
+def _triage(model: HubModel, opts: ScanOptions, doc, detected: Detected | None) -> ScanRow | None:
+    """A row for a model the scan skips without a run (remote code, unsupported, encoder, documented), else None."""
     row = ScanRow(model.repo_id, model.sha or "", "")
-    if encoder:
-        row.outcome, row.reason = SKIPPED_ENCODER, "num_classes is 0 or config names no classes (a feature encoder)"
+    if detected is not None and detected.refused:
+        row.outcome, row.reason = REFUSED_REMOTE_CODE, detected.reason
+        return row
+    if detected is not None and not detected.supported:
+        row.outcome, row.reason = SKIPPED_UNSUPPORTED_FORMAT, f"{detected.format}: {detected.reason}"
+        return row
+    if detected is not None and detected.encoder:
+        row.outcome, row.reason = SKIPPED_ENCODER, detected.reason or "no classification head (a feature encoder)"
         return row
     if not doc.undocumented and not opts.include_documented:
         row.outcome = SKIPPED_DOCUMENTED
@@ -246,8 +260,8 @@ def _scan_one(target: _Target, model: HubModel, opts: ScanOptions, listed: _List
     if prior is not None:
         return _already(row, prior)
     known = listed is not None and listed.doc is not None
-    doc, encoder = (listed.doc, listed.encoder) if known else _triage_facts(model)
-    skipped = _triage(model, opts, doc, encoder)
+    doc, detected = (listed.doc, listed.detected) if known else _triage_facts(model)
+    skipped = _triage(model, opts, doc, detected)
     if skipped is not None:
         return skipped
     if opts.backend == "kubernetes":
@@ -263,9 +277,10 @@ def _scan_one(target: _Target, model: HubModel, opts: ScanOptions, listed: _List
     verified = False
     try:
         fetched = target.source.fetch_verified(model, Path(tmp) / "model", max_bytes=opts.max_bytes,
-                                               deadline=time.monotonic() + opts.fetch_deadline_s)
+                                               deadline=time.monotonic() + opts.fetch_deadline_s,
+                                               files=detected.files if detected is not None else None)
         verified = fetched.verified
-        preflight(fetched.folder)  # config limits, safetensors header, pickle allowlist: before any worker
+        preflight(fetched.folder)  # by format: config limits, weights headers, pickle allowlist, ONNX domains
         result = run_isolated(run_id, fetched.folder, str(opts.corpus), opts.recipe, model.repo_id, model.sha,
                               target.source_spec, opts.timeout_s, WorkerLimits(opts.worker_memory, opts.cpu_limit_s))
         if result.category is not None:
