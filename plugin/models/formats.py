@@ -13,56 +13,14 @@ a raw pickle...), never "corrupt" and never "encoder".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol
 
-from plugin.core.errors import CheckpointError, UnsafeCheckpointError
+from plugin.core.errors import CheckpointError
 from plugin.core.registry import Registry
-from plugin.models.hub_layout import CONFIG, WEIGHTS_PREFERENCE, is_classifier, parse_config_text
-from plugin.models.limits import MAX_CONFIG_BYTES, ResourceLimitError
-
-README = "README.md"
-PREPROCESSOR = "preprocessor_config.json"
-
-
-class RemoteCodeError(UnsafeCheckpointError):
-    """The repo's config asks for code shipped with the repo (``auto_map``) or an architecture we don't know."""
-
-
-class UnsupportedFormatError(CheckpointError):
-    """The repo holds a model format no registered loader reads; ``format`` names it."""
-
-    def __init__(self, message: str, format: str):  # noqa: A002 - the word users see
-        super().__init__(message)
-        self.format = format
-
-
-@dataclass(frozen=True)
-class Detected:
-    """What a repo is, read from its file names and config.
-
-    Attributes:
-        format: ``timm``, ``transformers``, ``onnx``, or the unsupported format's name.
-        files: what a fetch needs, in order (empty when nothing will be loaded).
-        supported: a registered loader reads it.
-        refused: it would need remote code; never downloaded or loaded.
-        encoder: it has no classification head (a feature encoder).
-        reason: why it is refused, unsupported or an encoder ("" otherwise).
-        library: the library the Hub would name (``transformers``, ``timm``, ``onnx``, ``keras``...).
-    """
-
-    format: str
-    files: tuple[str, ...] = ()
-    supported: bool = True
-    refused: bool = False
-    encoder: bool = False
-    reason: str = ""
-    library: str | None = None
-
-    @property
-    def outcome_reason(self) -> str:
-        return self.reason or f"format {self.format}"
+from plugin.models.format_types import (PREPROCESSOR, README, Detected, RemoteCodeError,  # noqa: F401 - the API
+                                        UnsupportedFormatError, read_folder_config)
+from plugin.models.hub_layout import CONFIG, WEIGHTS_PREFERENCE, is_classifier
 
 
 class ModelFormat(Protocol):
@@ -114,17 +72,6 @@ def detect(names: Iterable[str], config: dict | None) -> Detected:
         if found is not None:
             return found
     return _unsupported(names)
-
-
-def read_folder_config(folder: Path) -> dict | None:
-    """A folder's ``config.json``, parsed within the limits; None when there is none."""
-    path = Path(folder) / CONFIG
-    if not path.is_file():
-        return None
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ResourceLimitError(f"{path}: over the {MAX_CONFIG_BYTES}-byte limit for a config", "max_config_bytes",
-                                 MAX_CONFIG_BYTES)
-    return parse_config_text(path.read_text(encoding="utf-8", errors="replace"), str(path))
 
 
 def detect_folder(folder: str | Path) -> Detected:
@@ -189,7 +136,7 @@ class TimmFormat:
         return TorchBlackBox.from_folder(folder, **kwargs)
 
 
-from plugin.models.transformers_format import TransformersFormat  # noqa: E402 - they import Detected from here
+from plugin.models.transformers_format import TransformersFormat  # noqa: E402 - registered in detection order below
 from plugin.models.onnx_format import OnnxFormat  # noqa: E402
 
 FORMATS.register("transformers", TransformersFormat())

@@ -15,7 +15,7 @@ import numpy as np
 
 from plugin.core.blackbox import CountingBlackBox, InputSpec
 from plugin.core.errors import CheckpointError, UnsafeCheckpointError
-from plugin.models.formats import PREPROCESSOR, Detected, read_folder_config
+from plugin.models.format_types import PREPROCESSOR, Detected, read_folder_config
 from plugin.models.hub_layout import CONFIG, is_classifier, label_names_of
 from plugin.models.limits import MAX_NUM_CLASSES
 

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from plugin.core.errors import CheckpointError
-from plugin.models.formats import PREPROCESSOR, Detected, RemoteCodeError, read_folder_config
+from plugin.models.format_types import PREPROCESSOR, Detected, RemoteCodeError, read_folder_config
 from plugin.models.hub_layout import CONFIG, SAFETENSORS, label_names_of
 from plugin.models.limits import MAX_NUM_CLASSES, safe_json_loads
 
@@ -167,7 +167,7 @@ class TransformersFormat:
         info = self.preflight(folder)
         model = _build(folder, info)
         pre = processor_preprocessing(read_processor_config(folder / PREPROCESSOR))
-        return TorchBlackBox(_Logits(model), pre, info.num_classes, info=info, **kwargs)
+        return TorchBlackBox(logits_module(model), pre, info.num_classes, info=info, **kwargs)
 
 
 def _build(folder: Path, info):
@@ -207,21 +207,16 @@ def _build(folder: Path, info):
     return model.eval()
 
 
-def _logits_module():
+def logits_module(model):
+    """A transformers classifier as a plain ``pixel_values -> logits`` module."""
     import torch
 
     class Logits(torch.nn.Module):
-        """A transformers classifier as ``pixel_values -> logits``."""
-
-        def __init__(self, model):
+        def __init__(self, m):
             super().__init__()
-            self.model = model
+            self.m = m
 
         def forward(self, x):
-            return self.model(pixel_values=x).logits
+            return self.m(pixel_values=x).logits
 
-    return Logits
-
-
-def _Logits(model):  # noqa: N802 - reads as the class it builds
-    return _logits_module()(model)
+    return Logits(model)
