@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from plugin.models.checkpoint import load_checkpoint, sha256_file
-from plugin.demo.hub import (FAILED_CORRUPT, INVESTIGATE, PAYLOAD_MARKER_ENV, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,
-                              SKIPPED_ENCODER, bump_repo, write_tiny_repo)
+from plugin.demo.hub import (FAILED_CORRUPT, INVESTIGATE, PAYLOAD_MARKER_ENV, REFUSED_REMOTE_CODE, REFUSED_UNSAFE,
+                              SKIPPED_DOCUMENTED, SKIPPED_ENCODER, bump_repo, write_tiny_repo)
 from crawler.hub.server import serve_hub
 from crawler.hub import DirSource, HfSource, HubModel, WeightsTooLargeError, get_source
 from plugin.demo.hub import DemoSource
@@ -149,7 +149,8 @@ def test_get_source_registry(hub, hub_dir):
 
 def test_demo_source_lists_every_demo_repo_and_each_reaches_its_outcome(demo_models, tmp_path, monkeypatch):
     """A miniature scan over the demo hub: every repo ends where the demo hub says."""
-    from crawler.cards import assess_documentation, is_classifier
+    from crawler.cards import assess_documentation
+    from plugin.models import formats
 
     marker = tmp_path / "payload-ran"
     monkeypatch.setenv(PAYLOAD_MARKER_ENV, str(marker))
@@ -157,16 +158,18 @@ def test_demo_source_lists_every_demo_repo_and_each_reaches_its_outcome(demo_mod
         assert isinstance(source, DemoSource)
         models = {m.repo_id: m for m in source.list_models()}
         assert sorted(models) == sorted(source.expected)
-        assert all(m.source == "demo" and "timm" in m.tags for m in models.values())
+        assert all(m.source == "demo" and m.pipeline_tag == "image-classification" for m in models.values())
         outcomes = {}
         for repo_id, m in models.items():
-            if not is_classifier(m.config):
+            if m.detected.refused:
+                outcomes[repo_id] = REFUSED_REMOTE_CODE
+            elif m.detected.encoder:
                 outcomes[repo_id] = SKIPPED_ENCODER
             elif not assess_documentation(m.card_text, m.config).undocumented:
                 outcomes[repo_id] = SKIPPED_DOCUMENTED
             else:
                 try:
-                    load_checkpoint(source.fetch(m, tmp_path / repo_id.replace("/", "__"), max_bytes=50 * 2**20))
+                    formats.load_blackbox(source.fetch(m, tmp_path / repo_id.replace("/", "__"), max_bytes=50 * 2**20))
                     outcomes[repo_id] = INVESTIGATE
                 except UnsafeCheckpointError:
                     outcomes[repo_id] = REFUSED_UNSAFE

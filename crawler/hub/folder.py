@@ -183,7 +183,7 @@ class HubFolder:
         found = formats.detect(names, config)
         library = meta.get("library_name") if isinstance(meta.get("library_name"), str) else found.library
         pipeline = meta.get("pipeline_tag") if isinstance(meta.get("pipeline_tag"), str) else None
-        pipeline = pipeline or infer_pipeline(found, config or {})
+        pipeline = pipeline or found.pipeline_tag
         tags: list[str] = []
         raw = meta.get("tags")
         tags += [str(t) for t in (raw if isinstance(raw, list) else [raw] if raw else [])]
@@ -218,21 +218,6 @@ class HubFolder:
         elif sort == "id":
             repos.sort(key=lambda r: r.repo_id, reverse=direction < 0)
         return repos
-
-
-def infer_pipeline(found: formats.Detected, config: dict) -> str | None:
-    """The ``pipeline_tag`` the Hub would infer from the files and config when the card sets none."""
-    if found.format == "timm" or (found.format == "onnx" and "num_classes" in config):
-        return "image-feature-extraction" if found.encoder else "image-classification"
-    archs = config.get("architectures") if isinstance(config.get("architectures"), list) else []
-    auto = config.get("auto_map") if isinstance(config.get("auto_map"), dict) else {}
-    if any("ForImageClassification" in str(a) for a in archs) or "AutoModelForImageClassification" in auto:
-        return "image-classification"
-    if found.format == "onnx" and isinstance(config.get("id2label"), dict):
-        return "image-classification"
-    if found.format in ("transformers", "onnx") and archs:
-        return "image-feature-extraction"
-    return None
 
 
 class DirSource(ModelSource):

@@ -4,7 +4,10 @@ Served by :mod:`crawler.hub.server`, it exercises every branch of a scan:
 undocumented classifiers to investigate (the demo models of
 :mod:`plugin.demo.models`, whose ground truth is known), documented models to
 skip, a pickle that would run code when loaded, a truncated safetensors file
-and a feature encoder without a head. Every repo carries the ``timm`` tag.
+and a feature encoder without a head, all in timm's layout; and the Hub's
+commonest kind: a transformers Trainer fine-tune on the footwear classes
+(:func:`plugin.demo.hf_repos.footwear_finetune`, with a Trainer card), its
+ONNX export, and a repo that asks for remote code, refused unread.
 """
 from __future__ import annotations
 
@@ -18,16 +21,17 @@ from typing import Iterator
 from crawler.hub.server import HubServer, serve_hub
 from crawler.hub import HfSource, HubModel, ModelSource
 from plugin.core.settings import cache_root
-from plugin.tracking import (FAILED_CORRUPT, INVESTIGATE, OUTCOMES, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,  # noqa: F401
-                             SKIPPED_ENCODER)
+from plugin.demo import hf_repos
+from plugin.demo.hf_repos import PAYLOAD_MARKER_ENV  # noqa: F401 - one marker for pickles and remote code
+from plugin.tracking import (FAILED_CORRUPT, INVESTIGATE, OUTCOMES, REFUSED_REMOTE_CODE, REFUSED_UNSAFE,  # noqa: F401
+                             SKIPPED_DOCUMENTED, SKIPPED_ENCODER)
 from plugin.demo.models import (ALL_DEMO_MODELS, DEMO_PRETRAINED_CFG, LABELLED_MODELS, build_demo_models, build_key,
                                  model_dir)
 
 OWNER = "demo"
 
-# The pickle payload touches the file named by this variable, if it is set:
+# The pickle payload (and the remote code) touches the file named by PAYLOAD_MARKER_ENV, if it is set:
 # harmless by default, and a test can prove that loading never ran it.
-PAYLOAD_MARKER_ENV = "DOMAIN_FINDER_PAYLOAD_MARKER"
 _MARKER_FILE = ".demo-hub.json"  # hidden, so the server does not list it
 
 # A README that is only metadata, as timm's push_to_hub writes when nobody edits it.
@@ -81,7 +85,12 @@ REPOS: dict[str, tuple[str, str]] = {
     "pickled-payload": (REFUSED_UNSAFE, "footwear"),
     "truncated-weights": (FAILED_CORRUPT, "upper-body"),
     "resnet-encoder": (SKIPPED_ENCODER, "fashion10"),
+    # The Hub's commonest undocumented kind, with the footwear ground truth (same classes, same order).
+    "footwear-trainer": (INVESTIGATE, "footwear"),
+    "footwear-onnx": (INVESTIGATE, "footwear"),
+    "remote-code": (REFUSED_REMOTE_CODE, "footwear"),
 }
+HF_LAYOUT = {"footwear-trainer", "footwear-onnx", "remote-code"}  # built by plugin.demo.hf_repos
 # Undocumented repos that get a front-matter-only README; the others get none.
 _FRONT_MATTER_ONLY = {"footwear", "digits", "truncated-weights"}
 
@@ -107,7 +116,8 @@ def source_models() -> dict[str, str]:
 
 def hub_key() -> str:
     """Changes whenever this recipe or the demo models' recipe changes."""
-    return hashlib.sha256(Path(__file__).read_bytes() + build_key().encode()).hexdigest()[:12]
+    return hashlib.sha256(Path(__file__).read_bytes() + Path(hf_repos.__file__).read_bytes()
+                          + build_key().encode()).hexdigest()[:12]
 
 
 class _Payload:
@@ -188,6 +198,9 @@ def _build_repo(name: str, model: str, dest: Path) -> None:
     from safetensors.torch import save_file
 
     src, out = model_dir(model), dest / OWNER / name
+    if name in HF_LAYOUT:
+        _build_hf_repo(name, out)
+        return
     out.mkdir(parents=True, exist_ok=True)
     cfg = _config(src)
     if name == "pickled-payload":
@@ -217,6 +230,20 @@ def _build_repo(name: str, model: str, dest: Path) -> None:
         card = FRONT_MATTER_ONLY
     if card is not None:
         (out / "README.md").write_text(card)
+
+
+def _build_hf_repo(name: str, out: Path) -> None:
+    """The transformers fine-tune (Trainer card), its ONNX export, or the remote-code repo."""
+    if name == "remote-code":
+        hf_repos.write_remote_code_repo(out, tuple(hf_repos.FOOTWEAR.values()))
+        return
+    trained = hf_repos.footwear_finetune()
+    if name == "footwear-onnx":
+        hf_repos.write_onnx_repo(out, trained)
+    else:
+        shutil.copytree(trained, out)
+    card = hf_repos.trainer_card(name, base="microsoft/resnet-18")
+    (out / "README.md").write_text(card, encoding="utf-8")
 
 
 def build_demo_hub(dest: str | Path) -> dict[str, str]:

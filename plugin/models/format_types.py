@@ -39,6 +39,7 @@ class Detected:
         encoder: it has no classification head (a feature encoder).
         reason: why it is refused, unsupported or an encoder ("" otherwise).
         library: the library the Hub would name (``transformers``, ``timm``, ``onnx``, ``keras``...).
+        pipeline_tag: the task the Hub would infer from the files and config (None when they don't say).
     """
 
     format: str
@@ -48,6 +49,7 @@ class Detected:
     encoder: bool = False
     reason: str = ""
     library: str | None = None
+    pipeline_tag: str | None = None
 
     @property
     def outcome_reason(self) -> str:

@@ -123,6 +123,7 @@ class TimmFormat:
             return None  # a timm config beside other weights: the fallback names them
         encoder = not is_classifier(config)
         return Detected("timm", (CONFIG, weights), encoder=encoder, library="timm",
+                        pipeline_tag="image-feature-extraction" if encoder else "image-classification",
                         reason="num_classes is 0 (a feature encoder)" if encoder else "")
 
     def preflight(self, folder: Path):

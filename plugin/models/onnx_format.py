@@ -33,7 +33,10 @@ class OnnxFormat:
             return None
         files = (ONNX, *(n for n in (CONFIG, PREPROCESSOR) if n in names))
         encoder = config is not None and "num_classes" in config and not is_classifier(config)
-        return Detected("onnx", files, encoder=encoder, library="onnx",
+        from plugin.models.transformers_format import pipeline_of
+
+        task = "image-feature-extraction" if encoder else pipeline_of(config or {}) or "image-classification"
+        return Detected("onnx", files, encoder=encoder, library="onnx", pipeline_tag=task,
                         reason="num_classes is 0 (a feature encoder)" if encoder else "")
 
     def preflight(self, folder: Path):

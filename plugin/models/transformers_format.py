@@ -51,7 +51,21 @@ def _known() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     for name in dir(modeling_auto):
         if name.startswith("MODEL_") and name.endswith("_MAPPING_NAMES"):
             every |= flat(getattr(modeling_auto, name))
-    return frozenset(configuration_auto.CONFIG_MAPPING_NAMES), frozenset(heads), frozenset(every)
+    vision = flat(getattr(modeling_auto, "MODEL_FOR_IMAGE_MAPPING_NAMES", {}))
+    return (frozenset(configuration_auto.CONFIG_MAPPING_NAMES), frozenset(heads), frozenset(every),
+            frozenset(vision))
+
+
+def pipeline_of(config: dict) -> str | None:
+    """The task the Hub infers from a transformers config: its architectures (or ``auto_map``) say it."""
+    archs = config.get("architectures") if isinstance(config.get("architectures"), list) else []
+    auto = config.get("auto_map") if isinstance(config.get("auto_map"), dict) else {}
+    _, heads, _, vision = _known()
+    if any(a in heads or "ForImageClassification" in str(a) for a in archs) or "AutoModelForImageClassification" in auto:
+        return "image-classification"
+    if any(a in vision for a in archs):
+        return "image-feature-extraction"
+    return None
 
 
 def weights_files(names: frozenset[str]) -> tuple[str, ...]:
@@ -71,7 +85,7 @@ def refusal(config: dict) -> str:
         amap = config["auto_map"]
         what = ", ".join(f"{k} -> {v}" for k, v in amap.items())[:200] if isinstance(amap, dict) else str(amap)[:200]
         return f"config.json asks for remote code (auto_map: {what}); never loaded"
-    model_types, _, every = _known()
+    model_types, _, every, _ = _known()
     mt = config.get("model_type")
     if mt is not None and mt not in model_types:
         return f"model_type {str(mt)[:60]!r} is unknown to transformers (it would need remote code); never loaded"
@@ -94,7 +108,8 @@ class TransformersFormat:
             return None
         why = refusal(config)
         if why:
-            return Detected("transformers", refused=True, supported=True, reason=why, library="transformers")
+            return Detected("transformers", refused=True, supported=True, reason=why, library="transformers",
+                            pipeline_tag=pipeline_of(config))
         weights = weights_files(names)
         if not weights:
             if any(n.endswith(".onnx") for n in names):
@@ -103,12 +118,13 @@ class TransformersFormat:
             return Detected("transformers-" + ("tf" if any(n.endswith(".h5") for n in tf) else "flax") if tf
                             else "transformers", supported=False, library="transformers",
                             reason="transformers repo with no PyTorch weights" + (f" (only {', '.join(sorted(tf))})"
-                                                                                 if tf else ""))
+                                                                                 if tf else ""),
+                            pipeline_tag=pipeline_of(config))
         archs = config.get("architectures") or []
-        _, heads, _ = _known()
+        _, heads, _, _ = _known()
         encoder = bool(archs) and not any(a in heads for a in archs)
         files = (CONFIG, *((PREPROCESSOR,) if PREPROCESSOR in names else ()), *weights)
-        return Detected("transformers", files, encoder=encoder, library="transformers",
+        return Detected("transformers", files, encoder=encoder, library="transformers", pipeline_tag=pipeline_of(config),
                         reason=f"{archs[0]} has no image-classification head (a feature encoder)" if encoder else "")
 
     def preflight(self, folder: Path):
