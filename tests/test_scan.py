@@ -16,7 +16,8 @@ import mlflow
 import pytest
 
 from plugin.demo import hub as demo_hub
-from plugin.tracking import FAILED_CORRUPT, INVESTIGATE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER
+from plugin.tracking import (FAILED_CORRUPT, INVESTIGATE, REFUSED_REMOTE_CODE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,
+                             SKIPPED_ENCODER)
 from crawler.scan import ALREADY_AUDITED, SUBMITTED, scan
 from plugin.core.recipe import Recipe
 from plugin.tracking import TAG_PREFIX, flag_tags, flags_of_tags
@@ -182,7 +183,8 @@ def test_full_demo_scan(tmp_path, monkeypatch):
     _check_failures(kids)
     assert not marker.exists()
     second = scan(spec, recipe=FAST)
-    assert all(o in (ALREADY_AUDITED, SKIPPED_DOCUMENTED, SKIPPED_ENCODER) for o in second.outcomes().values())
+    assert all(o in (ALREADY_AUDITED, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_REMOTE_CODE)
+               for o in second.outcomes().values())
     assert _child_runs(second.run_id) == []
     demo_hub.bump_repo(hub, "demo/footwear")
     third = scan(spec, recipe=FAST)

@@ -176,7 +176,7 @@ def test_demo_source_lists_every_demo_repo_and_each_reaches_its_outcome(demo_mod
                 except CheckpointError:
                     outcomes[repo_id] = FAILED_CORRUPT
     assert outcomes == source.expected
-    assert sorted(source.expected.values()).count(INVESTIGATE) == 6  # incl. footwear-labelled
+    assert sorted(source.expected.values()).count(INVESTIGATE) == 8  # incl. footwear-labelled, transformers, ONNX
     assert not marker.exists()
 
 
