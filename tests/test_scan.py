@@ -310,11 +310,12 @@ def test_listing_keeps_triage_facts_not_cards():
     from crawler.hub import HubModel
 
     card = "---\ndatasets: [fashion_mnist]\n---\n# A classifier\n" + "x" * 200_000
-    documented = HubModel("t/doc", "a" * 40, None, (), (), None, card, {"num_classes": 3})
-    encoder = HubModel("t/enc", "b" * 40, None, (), (), None, None, {"num_classes": 0})
+    files = (("config.json", None), ("model.safetensors", None))
+    documented = HubModel("t/doc", "a" * 40, None, files, (), None, card, {"architecture": "resnet18", "num_classes": 3})
+    encoder = HubModel("t/enc", "b" * 40, None, files, (), None, None, {"architecture": "resnet18", "num_classes": 0})
     for model in (documented, encoder):
         listed = _Listed.of(model)
         assert listed.model.card_text is None and listed.model.config is None
         assert listed.model.repo_id == model.repo_id and listed.model.sha == model.sha
         assert listed.doc == assess_documentation(model.card_text, model.config)
-    assert _Listed.of(encoder).encoder and not _Listed.of(documented).encoder
+    assert _Listed.of(encoder).detected.encoder and not _Listed.of(documented).detected.encoder
