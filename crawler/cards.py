@@ -301,12 +301,13 @@ def assess_documentation(card_text: str | None, config: dict | None, card_data: 
         if not fm.body.strip():
             score += WEIGHTS["boilerplate"]
             reasons.append("model card is only YAML front matter")
+        elif generator is not None:
+            score += WEIGHTS["boilerplate"]
+            reasons.append(f"model card is boilerplate written by a generator (tag or text: {generator}), not by its "
+                           f"author")
         elif words == 0:
             score += WEIGHTS["boilerplate"]
             reasons.append("model card has no prose beyond headings and template text")
-        elif generator is not None:
-            score += WEIGHTS["boilerplate"]
-            reasons.append(f"model card written by a generator (tag or text: {generator}), not by its author")
         elif any(m in lowered for m in BOILERPLATE_MARKERS) and words < MIN_PROSE_WORDS:
             score += WEIGHTS["boilerplate"]
             reasons.append("model card is auto-generated boilerplate")
