@@ -51,10 +51,6 @@ class Detected:
     library: str | None = None
     pipeline_tag: str | None = None
 
-    @property
-    def outcome_reason(self) -> str:
-        return self.reason or f"format {self.format}"
-
 
 def read_folder_config(folder: Path) -> dict | None:
     """A folder's ``config.json``, parsed within the limits; None when there is none."""
