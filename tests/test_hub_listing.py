@@ -12,6 +12,7 @@ from huggingface_hub import HfApi
 
 from crawler.hub import HfSource, ListingError
 from crawler.hub.server import Handler, serve_hub
+from plugin.core.errors import ConfigError
 from plugin.core.recipe import Recipe
 from plugin.demo.hf_repos import (PAYLOAD_MARKER_ENV, tiny_resnet, tiny_vit, trainer_card, write_onnx_repo,
                                   write_remote_code_repo, write_transformers_repo, write_unsupported_repo)
@@ -138,6 +139,8 @@ def test_a_failing_page_stops_with_a_cursor_that_resumes_the_listing(hub_dir):
         rest = [m.repo_id for m in HfSource(endpoint=server.url, resume=cursor).list_models()]
         assert not [r for r in server.request_log if r.startswith("GET /api/models?") and "cursor" not in r]
     assert sorted(got + rest) == sorted({*CLASSIFIERS, "hf/pickled"})
+    with pytest.raises(ConfigError, match="not a listing"):  # a cursor never sends the token elsewhere
+        HfSource(endpoint="http://127.0.0.1:9", resume="http://evil.example/api/models?cursor=3")
 
 
 @pytest.mark.slow

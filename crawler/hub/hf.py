@@ -35,7 +35,7 @@ from crawler.hub.http import (MAX_RETRY_WAIT_S, READ_TIMEOUT_S, HashMismatchErro
                               verify)
 from crawler.hub.source import (SORT_ALIASES, HubModel, ModelSource, entry_failure, failed_entry, safe_relpath, valid_repo_id,
                                 valid_sha)
-from plugin.core.errors import CheckpointError, HubError
+from plugin.core.errors import CheckpointError, ConfigError, HubError
 from plugin.models.hub_layout import CONFIG, README, parse_config_text
 from plugin.models.limits import MAX_CARD_BYTES, MAX_CONFIG_BYTES, safe_json_loads
 from plugin.tracking import INVALID_REPO
@@ -83,6 +83,9 @@ class HfSource(ModelSource):
         self.name = name or (f"hf:{self.endpoint}" if self.endpoint else "hf")
         self.base = self.endpoint or constants.ENDPOINT.rstrip("/")
         self.http = HubHTTP(token, timeout_s, read_timeout_s, max_retry_wait_s)
+        if resume is not None and not resume.startswith(f"{self.base}/api/models?"):
+            # A cursor is a URL we will send the token to: only this hub's own listing.
+            raise ConfigError(f"resume cursor {resume[:200]!r} is not a listing of {self.base}")
         self.max_pages, self.resume = max_pages, resume
         self._meta: dict[tuple[str, str, str], tuple[int | None, str]] = {}
 
