@@ -76,8 +76,7 @@ def load_blackbox(model: str | Path, recipe: Recipe):
 
 
 def identity_of(model: str | Path, model_id: str | None = None, revision: str = "", source: str = "local") -> ModelIdentity:
-    info = formats.preflight(model)
-    return ModelIdentity(model_id or Path(model).name, revision, dict(info.sha256), source)
+    return ModelIdentity(model_id or Path(model).name, revision, formats.file_hashes(model), source)
 
 
 def pass_queries(corpus: Corpus, recipe: Recipe, *, least: bool = False) -> int:

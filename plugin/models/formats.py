@@ -98,6 +98,17 @@ def format_of(folder: str | Path) -> tuple[ModelFormat, Detected]:
     return FORMATS.get(found.format), found
 
 
+def file_hashes(folder: str | Path) -> dict[str, str]:
+    """sha256 of each file the folder's format reads: the model's identity, with no check beyond detection.
+
+    Checking the files is the load's job, inside the run, so that a broken one still gets its FAILED run.
+    """
+    from plugin.models.checkpoint import sha256_file
+
+    _, found = format_of(folder)
+    return {n: sha256_file(Path(folder) / n) for n in found.files if (Path(folder) / n).is_file()}
+
+
 def preflight(folder: str | Path):
     """Static checks of ``folder`` by its format (config limits, weights headers, pickle allowlist, ONNX domains)."""
     fmt, _ = format_of(folder)
