@@ -259,7 +259,10 @@ _FINE_TUNED_FROM = re.compile(r"fine-tuned version of \[?([\w.-]+/[\w.-]+)", re.
 
 
 def _base_models(meta: dict | None, prose: str, body: str = "") -> tuple[list[str], str]:
-    """The base models a card names (``base_model:``, the Trainer's sentence, repo ids in the prose), and the prose without them."""
+    """The base models a card names (``base_model:``, the Trainer's sentence, repo ids in the prose).
+
+    Returns them with the prose stripped of them, so that their names (``...-in21k``) are not read as data.
+    """
     bases = _as_list((meta or {}).get("base_model")) + _FINE_TUNED_FROM.findall(body[:MAX_CARD_BYTES])
     found = [m.group(0) for m in _MODEL_ID.finditer(prose)]
     return list(dict.fromkeys([*bases, *found])), _MODEL_ID.sub(" ", prose)

@@ -44,6 +44,9 @@ def _images(n=12, seed=0):
     ({"config.json", "model.safetensors"}, {"architecture": "resnet18", "num_classes": 3}, ("timm", True, False, False)),
     ({"config.json", "model.safetensors"}, {"architecture": "resnet18", "num_classes": 0}, ("timm", True, False, True)),
     ({"model.onnx", "config.json"}, VIT_CFG, ("onnx", True, False, False)),
+    # A config with its weights missing is a broken repo of that format (failed-corrupt later), not "unsupported".
+    ({"config.json"}, {"architecture": "resnet18", "num_classes": 3}, ("timm", True, False, False)),
+    ({"config.json", "preprocessor_config.json"}, VIT_CFG, ("transformers", True, False, False)),
     ({"model.keras", "README.md"}, None, ("keras", False, False, False)),
     ({"tf_model.h5"}, None, ("keras", False, False, False)),
     ({"export.pkl"}, None, ("fastai", False, False, False)),

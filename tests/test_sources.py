@@ -130,7 +130,7 @@ def test_hub_errors_surface_as_hub_error(hub, tmp_path):
         source.fetch(ghost, tmp_path / "y", max_bytes=10**9)  # the HEAD for the size fails the same way
     no_weights = HubModel(repo_id=model.repo_id, sha=model.sha, last_modified=None,
                              siblings=(("config.json", 10),), tags=(), pipeline_tag=None)
-    with pytest.raises(CheckpointError, match="no model weights"):
+    with pytest.raises(CheckpointError, match="no weights file"):
         source.fetch(no_weights, tmp_path / "z")
 
 

@@ -112,7 +112,8 @@ class HubFolder:
     def repo_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(f"{o.name}/{n.name}" for o in self.root.iterdir() if o.is_dir() and valid_repo_id(f"{o.name}/x", owner=True)
+        return sorted(f"{o.name}/{n.name}" for o in self.root.iterdir()
+                      if o.is_dir() and valid_repo_id(f"{o.name}/x", owner=True)
                       for n in o.iterdir() if n.is_dir() and valid_repo_id(f"{o.name}/{n.name}", owner=True))
 
     def repos(self) -> list[LocalRepo]:

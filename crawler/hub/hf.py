@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
-from crawler.hub.http import (MAX_RETRY_WAIT_S, READ_TIMEOUT_S, HashMismatchError, HubHTTP, ListingError, etag_of, url_key,
-                              verify)
-from crawler.hub.source import (SORT_ALIASES, HubModel, ModelSource, entry_failure, failed_entry, safe_relpath, valid_repo_id,
-                                valid_sha)
+from crawler.hub.http import (MAX_RETRY_WAIT_S, READ_TIMEOUT_S, HashMismatchError, HubHTTP, ListingError, etag_of,
+                              url_key, verify)
+from crawler.hub.source import (SORT_ALIASES, HubModel, ModelSource, entry_failure, failed_entry, safe_relpath,
+                                valid_repo_id, valid_sha)
 from plugin.core.errors import CheckpointError, ConfigError, HubError
 from plugin.models.hub_layout import CONFIG, README, parse_config_text
 from plugin.models.limits import MAX_CARD_BYTES, MAX_CONFIG_BYTES, safe_json_loads

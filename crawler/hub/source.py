@@ -177,8 +177,8 @@ class ModelSource(ABC):
         dest.mkdir(parents=True, exist_ok=True)
         if files is None and model.config is None and "config.json" in model.filenames:
             # The record carries no config (a caller built it bare): fetch that small file first, then decide.
-            self._download(model, "config.json", dest / "config.json", max_bytes=min(MAX_CONFIG_BYTES, max_bytes or
-                                                                                     MAX_CONFIG_BYTES), deadline=deadline)
+            cap = min(MAX_CONFIG_BYTES, max_bytes or MAX_CONFIG_BYTES)
+            self._download(model, "config.json", dest / "config.json", max_bytes=cap, deadline=deadline)
             model = replace(model, config=formats.read_folder_config(dest))
         if files is None:
             found = model.detected
@@ -186,6 +186,8 @@ class ModelSource(ABC):
                 raise formats.RemoteCodeError(f"{model.repo_id}@{model.sha[:8]}: refused, {found.reason}")
             if not found.supported:
                 raise formats.UnsupportedFormatError(f"{model.repo_id}@{model.sha[:8]}: {found.reason}", found.format)
+            if not found.files:
+                raise CheckpointError(f"{model.repo_id}@{model.sha[:8]}: {found.reason or 'no files to load'}")
             files = found.files
         if not files:
             raise CheckpointError(f"{model.repo_id}@{model.sha[:8]}: no files to load")

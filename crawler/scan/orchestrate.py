@@ -278,7 +278,7 @@ def _scan_one(target: _Target, model: HubModel, opts: ScanOptions, listed: _List
     try:
         fetched = target.source.fetch_verified(model, Path(tmp) / "model", max_bytes=opts.max_bytes,
                                                deadline=time.monotonic() + opts.fetch_deadline_s,
-                                               files=detected.files if detected is not None else None)
+                                               files=(detected.files or None) if detected is not None else None)
         verified = fetched.verified
         preflight(fetched.folder)  # by format: config limits, weights headers, pickle allowlist, ONNX domains
         result = run_isolated(run_id, fetched.folder, str(opts.corpus), opts.recipe, model.repo_id, model.sha,

@@ -130,9 +130,11 @@ class TimmFormat:
         if config is None or not isinstance(config.get("architecture"), str) or "architectures" in config:
             return None
         weights = next((n for n in WEIGHTS_PREFERENCE if n in names), None)
-        if weights is None:
-            return None  # a timm config beside other weights: the fallback names them
+        if weights is None and _unsupported(names).format != "none":
+            return None  # a timm config beside weights of another kind: the fallback names them
         encoder = not is_classifier(config)
+        if weights is None:  # a broken timm repo: nothing to fetch, failed (failed-corrupt), never "unsupported"
+            return Detected("timm", (), library="timm", reason=f"no weights file ({', '.join(WEIGHTS_PREFERENCE)})")
         return Detected("timm", (CONFIG, weights), encoder=encoder, library="timm",
                         pipeline_tag="image-feature-extraction" if encoder else "image-classification",
                         reason="num_classes is 0 (a feature encoder)" if encoder else "")

@@ -111,15 +111,17 @@ class TransformersFormat:
             return Detected("transformers", refused=True, supported=True, reason=why, library="transformers",
                             pipeline_tag=pipeline_of(config))
         weights = weights_files(names)
-        if not weights:
-            if any(n.endswith(".onnx") for n in names):
-                return None  # an ONNX export with transformers' config beside it
-            tf = [n for n in names if n.endswith((".h5", ".msgpack"))]
-            return Detected("transformers-" + ("tf" if any(n.endswith(".h5") for n in tf) else "flax") if tf
-                            else "transformers", supported=False, library="transformers",
-                            reason="transformers repo with no PyTorch weights" + (f" (only {', '.join(sorted(tf))})"
-                                                                                 if tf else ""),
+        tf = [n for n in names if n.endswith((".h5", ".msgpack"))]
+        if not weights and any(n.endswith(".onnx") for n in names):
+            return None  # an ONNX export with transformers' config beside it
+        if not weights and tf:
+            return Detected("transformers-" + ("tf" if any(n.endswith(".h5") for n in tf) else "flax"),
+                            supported=False, library="transformers",
+                            reason=f"transformers repo with no PyTorch weights (only {', '.join(sorted(tf))})",
                             pipeline_tag=pipeline_of(config))
+        if not weights:  # a broken repo: nothing to fetch, failed (failed-corrupt), never "unsupported"
+            return Detected("transformers", (), library="transformers", pipeline_tag=pipeline_of(config),
+                            reason=f"no weights file ({SAFETENSORS}, {INDEX} or {PICKLE})")
         archs = config.get("architectures") or []
         _, heads, _, _ = _known()
         encoder = bool(archs) and not any(a in heads for a in archs)
