@@ -28,8 +28,7 @@ from plugin.core.search import SearchResult, search
 from plugin.core.verdict import NO_DATASET_ORDER, conclude, format_domains
 from plugin.corpora import get_corpus
 from plugin.corpora.aux import get_aux_corpus
-from plugin.models.checkpoint import inspect_checkpoint
-from plugin.models.torch_blackbox import TorchBlackBox
+from plugin.models import formats
 from plugin.report import investigation_html, shorten
 from plugin.tracking import T_CHECK, T_DOMAIN_SYNSET, T_STATUS, ModelIdentity, investigating
 
@@ -71,13 +70,13 @@ class Plan:
         return self.score_queries + self.aux_queries
 
 
-def load_blackbox(model: str | Path, recipe: Recipe) -> TorchBlackBox:
-    return TorchBlackBox.from_folder(model, batch_size=recipe.batch_size, budget=recipe.query_budget)
+def load_blackbox(model: str | Path, recipe: Recipe):
+    """The model folder as a hard-label black box, through the format its files and config name."""
+    return formats.load_blackbox(model, batch_size=recipe.batch_size, budget=recipe.query_budget)
 
 
 def identity_of(model: str | Path, model_id: str | None = None, revision: str = "", source: str = "local") -> ModelIdentity:
-    info = inspect_checkpoint(model)
-    return ModelIdentity(model_id or Path(model).name, revision, dict(info.sha256), source)
+    return ModelIdentity(model_id or Path(model).name, revision, formats.file_hashes(model), source)
 
 
 def pass_queries(corpus: Corpus, recipe: Recipe, *, least: bool = False) -> int:
@@ -179,16 +178,35 @@ def corpus_digest(corpus: Corpus) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class _Stages:
+    """What one investigation carries from stage to stage; each stage fills in its part."""
+
+    plan: Plan
+    recipe: Recipe
+    identity: ModelIdentity
+    recipe_name: str
+    t0: float
+    bb: object = None
+    digest: str = ""
+    result: SearchResult | None = None
+    done: list = field(default_factory=list)  # the follow-up checks' results
+    order: str | None = None  # the dataset order a dataset_index check identified
+    seconds: float = 0.0
+    headline: dict = field(default_factory=dict)
+    names: list = field(default_factory=list)  # artifact paths, relative to the run's root
+
+
 def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe | None = None, *,
                 identity: ModelIdentity | None = None, json_out: str | Path | None = None, run_id: str | None = None,
                 run_name: str | None = None, nested: bool = False, progress: bool = True,
                 extra_tags: dict | None = None, checks: list[str] | None = None,
                 check_options: dict | None = None, recipe_name: str | None = None,
                 plan: Plan | None = None) -> Investigation:
-    """Investigates one checkpoint folder and logs everything to MLflow.
+    """Investigates one model folder and logs everything to MLflow: a short list of stages over a plan.
 
     Args:
-        model: a timm hub-layout folder.
+        model: a model folder in any registered format (timm, transformers, ONNX).
         corpus: a registered corpus name, an ImageNet-layout path, or a Corpus.
         recipe: the knobs; defaults to :class:`Recipe`.
         identity: model id/revision/hashes; derived from the folder if omitted.
@@ -202,82 +220,104 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
     recipe = recipe or Recipe()
     plan = plan or plan_investigation(corpus, recipe, checks, check_options, json_out, progress)
     identity = identity or identity_of(model)
-    corpus_obj = plan.corpus
     name = run_name or identity.model_id
-    t0 = time.time()
+    st = _Stages(plan, recipe, identity, recipe_name or "custom", time.time())
     with investigating(identity), tracking.investigation_run(run_id, name, nested) as run:
         tracking.set_tags({**identity.tags(), T_STATUS: "running", **(extra_tags or {})})
-        bb = load_blackbox(model, recipe)
-        info = bb.info
-        digest = corpus_digest(corpus_obj)
-        images = sum(min(len(l), recipe.images_per_leaf) for l in corpus_obj.leaves)
-        # Headline params first; the recipe's knobs after them.
-        tracking.log_params({"model.id": identity.model_id, "model.architecture": info.architecture,
-                             "model.num_classes": info.num_classes, "corpus.name": corpus_obj.name,
-                             "corpus.digest": digest[:16], "recipe": recipe_name or "custom",
-                             "queries.planned": plan.queries})
-        tracking.log_params({"model.weights_file": info.weights_file,
-                             "model.has_label_names": info.label_names is not None, "model.device": bb.device,
-                             "corpus.leaves": len(corpus_obj.leaves), "corpus.skipped_images": len(corpus_obj.skipped)})
-        tracking.log_params({f"recipe.{k}": v for k, v in recipe.to_params().items()})
-        tracking.log_corpus_input(corpus_obj.name, digest, plan.spec or corpus_obj.name,
-                                  leaves=len(corpus_obj.leaves), images=images)
-        result = _search_with_progress(bb, corpus_obj, recipe, identity.model_id, progress, reserve=plan.aux_queries)
-        stages = [*plan.checks, "verdict", "artifacts", "report"]
-        bar = _stage_bar(stages, identity.model_id, progress)
+        st.bb = load_blackbox(model, recipe)
+        _log_inputs(st)
+        st.result = _search_with_progress(st.bb, plan.corpus, recipe, identity.model_id, progress,
+                                          reserve=plan.aux_queries)
+        bar = _StageBar([*plan.checks, "verdict", "artifacts", "report"], identity.model_id, progress)
         with tempfile.TemporaryDirectory() as tmp:
-            done = run_followups(list(plan.checks), bb, corpus_obj, result, recipe, info, identity.model_id,
-                                 Path(tmp), plan.check_options, on_start=bar.stage)
-            for c in done:
-                result.findings = result.findings.with_extra(c.name, {"applicable": c.applicable, "reason": c.reason,
-                                                                      **c.summary} if not c.applicable else c.summary)
-                tracking.log_metrics(c.metrics)
-            labels = next((c for c in done if c.name == "label_similarity" and c.applicable), None)
-            flag = label_contradiction_flag(labels.summary) if labels else None
-            if flag:  # the one flag the search cannot raise alone: it needs the label names
-                result.findings = with_flags(result.findings, [flag])
+            _run_checks(st, Path(tmp), bar)
             bar.stage("verdict")
-            order = next((str(c.summary.get("verdict")) for c in done if c.name == "dataset_index" and c.applicable),
-                         None)
-            seconds = time.time() - t0
-            provenance = {"repo": identity.model_id, "revision": identity.revision, "source": identity.source,
-                          "sha256": dict(identity.sha256), "tool": TOOL, "tool_version": tool_version(),
-                          "corpus": corpus_obj.name, "corpus_digest": digest, "recipe": recipe_name or "custom",
-                          "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                          "mlflow_run_id": run.info.run_id}
-            result.findings = replace(conclude(result.findings, corpus_obj, recipe, order), provenance=provenance)
-            f = result.findings
-            v = f.verdict
-            headline = tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
-                                                 found_fraction=f.found_fraction, confidence=v.confidence,
-                                                 queries_total=bb.num_queries)
-            tracking.log_metrics({**headline, "stability": f.stability,  # issue 19: the bootstrap's figure
-                                  "mean_functional_score": f.mean_functional_score,
-                                  "queries": float(f.queries), "wall_time_s": seconds,
-                                  "score_pass_time_s": result.scores.seconds})
-            bar.stage("artifacts")
-            paths = write_artifacts(result, corpus_obj, Path(tmp), recipe.montage_samples)
-            bar.stage("report")
-            checks_view = [(c.name, _check_text(c)) for c in done]
-            html = investigation_html(f, corpus_obj, result.classes, checks_view,
-                                      heatmap=Path(tmp) / "heatmap.png")
-            (Path(tmp) / "report.html").write_text(html, encoding="utf-8")
-            paths.append(Path(tmp) / "report.html")
-            tracking.log_artifacts(tmp)
-            names = [p.relative_to(tmp) for p in paths] + [p.relative_to(tmp) for c in done for p in c.artifacts]
+            _conclude(st, run.info.run_id)
+            _write_outputs(st, Path(tmp), bar)
             bar.close()
-            dataset_order = order if order and order != NO_DATASET_ORDER else "none"
-            domain = v.domain.name if v.domain else (format_domains(v.domains, 3) if v.kind == "several-domains"
-                                                      else "none")
-            tracking.set_tags({**tracking.headline_tags(domain=domain, verdict=v.kind,
-                                                        outcome=tracking.INVESTIGATE, dataset_order=dataset_order),
-                               T_DOMAIN_SYNSET: v.domain.synset if v.domain else "", T_STATUS: "finished",
-                               **tracking.flag_tags(f),
-                               **{f"{T_CHECK}{c.name}": _check_tag(c) for c in done}})
-            tracking.describe_run(run_description(f, checks_view))
+            _tag_outcome(st)
         if json_out:
-            f.write(json_out)
-        return Investigation(result, run.info.run_id, seconds, names, name, headline)
+            st.result.findings.write(json_out)
+        return Investigation(st.result, run.info.run_id, st.seconds, st.names, name, st.headline)
+
+
+def _log_inputs(st: _Stages) -> None:
+    """Headline params first, the recipe's knobs after them, and the corpus as the run's input dataset."""
+    corpus, info, recipe = st.plan.corpus, st.bb.info, st.recipe
+    st.digest = corpus_digest(corpus)
+    images = sum(min(len(l), recipe.images_per_leaf) for l in corpus.leaves)
+    tracking.log_params({"model.id": st.identity.model_id, "model.architecture": info.architecture,
+                         "model.num_classes": info.num_classes, "corpus.name": corpus.name,
+                         "corpus.digest": st.digest[:16], "recipe": st.recipe_name,
+                         "queries.planned": st.plan.queries})
+    tracking.log_params({"model.weights_file": info.weights_file,
+                         "model.has_label_names": info.label_names is not None, "model.device": st.bb.device,
+                         "corpus.leaves": len(corpus.leaves), "corpus.skipped_images": len(corpus.skipped)})
+    tracking.log_params({f"recipe.{k}": v for k, v in recipe.to_params().items()})
+    tracking.log_corpus_input(corpus.name, st.digest, st.plan.spec or corpus.name, leaves=len(corpus.leaves),
+                              images=images)
+
+
+def _run_checks(st: _Stages, tmp: Path, bar: "_StageBar") -> None:
+    """The follow-up checks, their findings and metrics, and the one flag that needs the label names."""
+    st.done = run_followups(list(st.plan.checks), st.bb, st.plan.corpus, st.result, st.recipe, st.bb.info,
+                            st.identity.model_id, tmp, st.plan.check_options, on_start=bar.stage)
+    for c in st.done:
+        st.result.findings = st.result.findings.with_extra(c.name, {"applicable": c.applicable, "reason": c.reason,
+                                                                    **c.summary} if not c.applicable else c.summary)
+        tracking.log_metrics(c.metrics)
+    labels = next((c for c in st.done if c.name == "label_similarity" and c.applicable), None)
+    flag = label_contradiction_flag(labels.summary) if labels else None
+    if flag:  # the one flag the search cannot raise alone: it needs the label names
+        st.result.findings = with_flags(st.result.findings, [flag])
+    st.order = next((str(c.summary.get("verdict")) for c in st.done if c.name == "dataset_index" and c.applicable),
+                    None)
+
+
+def _conclude(st: _Stages, run_id: str) -> None:
+    """The model-level verdict, the provenance block and the headline metrics."""
+    corpus, identity = st.plan.corpus, st.identity
+    st.seconds = time.time() - st.t0
+    provenance = {"repo": identity.model_id, "revision": identity.revision, "source": identity.source,
+                  "sha256": dict(identity.sha256), "tool": TOOL, "tool_version": tool_version(),
+                  "corpus": corpus.name, "corpus_digest": st.digest, "recipe": st.recipe_name,
+                  "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mlflow_run_id": run_id}
+    st.result.findings = replace(conclude(st.result.findings, corpus, st.recipe, st.order), provenance=provenance)
+    f = st.result.findings
+    v = f.verdict
+    st.headline = tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
+                                            found_fraction=f.found_fraction, confidence=v.confidence,
+                                            queries_total=st.bb.num_queries)
+    tracking.log_metrics({**st.headline, "stability": f.stability, "mean_functional_score": f.mean_functional_score,
+                          "queries": float(f.queries), "wall_time_s": st.seconds,
+                          "score_pass_time_s": st.result.scores.seconds})
+
+
+def _write_outputs(st: _Stages, tmp: Path, bar: "_StageBar") -> None:
+    """findings.json, classes.csv, the heatmap and montages, then report.html; all logged as artifacts."""
+    bar.stage("artifacts")
+    paths = write_artifacts(st.result, st.plan.corpus, tmp, st.recipe.montage_samples)
+    bar.stage("report")
+    checks_view = [(c.name, _check_text(c)) for c in st.done]
+    html = investigation_html(st.result.findings, st.plan.corpus, st.result.classes, checks_view,
+                              heatmap=tmp / "heatmap.png")
+    (tmp / "report.html").write_text(html, encoding="utf-8")
+    paths.append(tmp / "report.html")
+    tracking.log_artifacts(str(tmp))
+    st.names = [p.relative_to(tmp) for p in paths] + [p.relative_to(tmp) for c in st.done for p in c.artifacts]
+
+
+def _tag_outcome(st: _Stages) -> None:
+    """The headline tags, the flags, one tag per check, and the run's description."""
+    f = st.result.findings
+    v = f.verdict
+    dataset_order = st.order if st.order and st.order != NO_DATASET_ORDER else "none"
+    domain = v.domain.name if v.domain else (format_domains(v.domains, 3) if v.kind == "several-domains" else "none")
+    tracking.set_tags({**tracking.headline_tags(domain=domain, verdict=v.kind, outcome=tracking.INVESTIGATE,
+                                                dataset_order=dataset_order),
+                       T_DOMAIN_SYNSET: v.domain.synset if v.domain else "", T_STATUS: "finished",
+                       **tracking.flag_tags(f), **{f"{T_CHECK}{c.name}": _check_tag(c) for c in st.done}})
+    tracking.describe_run(run_description(f, [(c.name, _check_text(c)) for c in st.done]))
 
 
 def run_description(f, checks_view: list[tuple[str, str]]) -> str:
@@ -354,10 +394,6 @@ class _StageBar:
         if self.bar is not None:
             self.bar.update(self.bar.total - self.bar.n)
             self.bar.close()
-
-
-def _stage_bar(stages: list[str], model_id: str, progress: bool) -> _StageBar:
-    return _StageBar(stages, model_id, progress)
 
 
 def _search_with_progress(bb, corpus: Corpus, recipe: Recipe, model_id: str, progress: bool,

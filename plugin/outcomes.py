@@ -20,7 +20,11 @@ REFUSED_UNSAFE = "refused-unsafe"
 FAILED_CORRUPT = "failed-corrupt"
 FAILED = "failed"
 ALREADY_AUDITED = "already-audited"
-OUTCOMES = (INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_UNSAFE, FAILED_CORRUPT)
+# Decided from the listing's files and config, before any download: a row, no run.
+REFUSED_REMOTE_CODE = "refused-remote-code"
+SKIPPED_UNSUPPORTED_FORMAT = "skipped-unsupported-format"
+OUTCOMES = (INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_UNSAFE, FAILED_CORRUPT, REFUSED_REMOTE_CODE,
+            SKIPPED_UNSUPPORTED_FORMAT)
 DETERMINISTIC = (REFUSED_UNSAFE, FAILED_CORRUPT)  # verdicts about the files: not retried for the same sha
 
 # -- failure categories: every FAILED child run of a scan carries one --------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 # The scan vocabulary lives in plugin.outcomes; these names are re-exported for the modules that read them
-# here (plugin.demo.hub, crawler.sources, tests).
+# here (plugin.demo.hub, crawler.hub, tests).
 from plugin.outcomes import (ALREADY_AUDITED, CATEGORIES, CRASH, DETERMINISTIC, FAILED, FAILED_CORRUPT,  # noqa: F401
                              HUB_ERROR, INVALID_REPO, INVESTIGATE, OUTCOMES, PERMANENT, REFUSED_UNSAFE, RESOURCE_LIMIT,
                              SKIPPED_DOCUMENTED, SKIPPED_ENCODER, TAG_PREFIX, TIMEOUT, TRANSIENT, failure_category)

@@ -4,7 +4,7 @@
 timm repos from :func:`plugin.demo.hub.write_tiny_repo`, with one thing made
 hostile each) and returns the :class:`Attack` records, each with the category
 its first scan must end in. :class:`FaultyHandler` serves that folder like
-:mod:`crawler.hub_server`, but the fault repos (``rt/fault-*``) get 500s,
+:mod:`crawler.hub.server`, but the fault repos (``rt/fault-*``) get 500s,
 429s, resets, truncation, wrong bytes, stalls and slow drips, and the listing
 itself carries a pagination loop and injected entries (bad ids, a quoted sha,
 a duplicate, a non-object).
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from crawler.hub_server import Handler, model_json
+from crawler.hub.server import Handler, model_json
 from plugin.demo.hub import PAYLOAD_MARKER_ENV, write_tiny_repo, write_unsafe_pickle
 
 OWNER = "rt"
@@ -284,7 +284,7 @@ def build_suite(root: str | Path) -> list[Attack]:
 
 
 NON_OBJECT = ["not", "an", "object"]
-NON_OBJECT_REPO = f"<entry {str(NON_OBJECT)[:60]}>"  # how crawler.sources names an entry that is not an object
+NON_OBJECT_REPO = f"<entry {str(NON_OBJECT)[:60]}>"  # how crawler.hub.hf names an entry that is not an object
 _QUOTE_SHA = "0123456789abcdef0123456789abcdef0123'\" OR 1=1 --"
 INJECTED = [
     {"why": "quote in sha", "id": f"{OWNER}/injected-sha", "sha": _QUOTE_SHA},
@@ -298,7 +298,7 @@ INJECTED = [
 
 # -- the faulty hub ------------------------------------------------------------------
 class FaultyHandler(Handler):
-    """:mod:`crawler.hub_server`'s handler with faults for ``rt/fault-*`` and a hostile listing.
+    """:mod:`crawler.hub.server`'s handler with faults for ``rt/fault-*`` and a hostile listing.
 
     ``server.pass_no`` (set by the test) switches the one-pass faults off.
     """
@@ -410,7 +410,7 @@ class FaultyHandler(Handler):
 
 def serve_faulty(root: str | Path):
     """A running faulty hub over ``root`` (stop it with ``.stop()`` or ``with``)."""
-    from crawler.hub_server import serve_hub
+    from crawler.hub.server import serve_hub
 
     server = serve_hub(root, handler=FaultyHandler)
     server._server.fault_counts = {}  # type: ignore[attr-defined]

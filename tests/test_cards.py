@@ -9,7 +9,7 @@ from crawler.cards import (MIN_PROSE_WORDS, UNDOCUMENTED_THRESHOLD, assess_docum
                            has_label_names, is_classifier, split_front_matter)
 from plugin.demo.hub import (FASHION_CARD, FRONT_MATTER_ONLY, SKIPPED_DOCUMENTED, build_demo_hub, bump_repo,
                               expected_outcomes, source_models)
-from crawler.sources import DirSource
+from crawler.hub import DirSource
 
 TIMM_CFG = {"architecture": "resnet18", "num_classes": 10}
 LONG_PROSE = ("This network was built for a hobby project about sorting photographs in a personal archive. "
@@ -156,3 +156,39 @@ def test_demo_hub_documentation(demo_models, tmp_path):
     after = {m.repo_id: m.sha for m in DirSource(tmp_path / "hub").list_models()}
     assert [r for r in after if after[r] != models[r].sha] == ["demo/footwear"]
     assert json.loads(config.read_text())["revision_counter"] == 1
+
+
+@pytest.mark.parametrize("dataset", ["imagefolder", "image_folder", "custom", "none"])
+def test_a_trainer_card_is_undocumented_and_the_base_models_data_is_not_documentation(dataset):
+    from plugin.demo.hf_repos import trainer_card
+
+    cfg = {"architectures": ["ViTForImageClassification"], "id2label": {"0": "cat", "1": "dog"}}
+    doc = assess_documentation(trainer_card("vit-pets", dataset=dataset), cfg)
+    assert doc.undocumented and doc.score >= 0.8, doc
+    assert doc.datasets == () and doc.base_datasets == ("imagenet-21k",)  # from google/vit-...-in21k
+    assert any("only a loader or placeholder" in r for r in doc.reasons)
+    assert any("generator" in r and "generated_from_trainer" in r for r in doc.reasons)
+    assert any("base model" in r and "pretraining data" in r for r in doc.reasons)
+
+
+def test_a_trainer_card_whose_author_wrote_about_the_data_is_documented():
+    from plugin.demo.hf_repos import trainer_card
+
+    card = trainer_card("vit-flowers", dataset="oxford_flowers102").replace(
+        "## Training and evaluation data\n\nMore information needed",
+        "## Training and evaluation data\n\n" + LONG_PROSE + " It was fine-tuned on the Oxford Flowers 102 "
+        "photographs of British wild flowers, 1,020 training images in 102 species.")
+    doc = assess_documentation(card, {"id2label": {"0": "rose", "1": "daisy"}})
+    assert not doc.undocumented and "flowers102" in doc.datasets, doc
+    assert doc.base_datasets == ("imagenet-21k",)  # still reported, never counted as documentation
+
+
+def test_autotrain_card_and_listing_card_data():
+    card = ("---\ntags:\n- autotrain\n- image-classification\ndatasets:\n- user/autotrain-data-abc\n---\n"
+            "# Model Trained Using AutoTrain\n\n- Problem type: Image Classification\n\n## Validation Metrics\n"
+            "- loss: 0.12\n- accuracy: 0.96\n")
+    doc = assess_documentation(card, None)
+    assert doc.undocumented and any("autotrain" in r for r in doc.reasons)
+    # Without the README text, the listing's cardData still gives the metadata.
+    listed = assess_documentation(None, None, {"datasets": ["cifar10"]})
+    assert listed.datasets == ("cifar10",) and "no `datasets:` in the card metadata" not in listed.reasons

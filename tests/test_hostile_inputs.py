@@ -13,7 +13,8 @@ import pytest
 
 from crawler.cards import assess_documentation, split_front_matter
 from crawler.scan import ledger
-from crawler.sources import HfSource, ListingError, valid_hub_repo_id, valid_sha
+from crawler.hub import HfSource, ListingError, valid_sha
+from crawler.hub import valid_repo_id as valid_hub_repo_id
 from plugin import tracking
 from plugin.core.errors import CheckpointError, UnsafeCheckpointError
 from plugin.demo.hub import write_tiny_repo

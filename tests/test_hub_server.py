@@ -11,8 +11,9 @@ from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundE
 
 from plugin.models.checkpoint import sha256_file
 from plugin.demo.hub import write_tiny_repo
-from crawler.hub_server import HubFolder, serve_hub
-from crawler.sources import hub_errors
+from crawler.hub.folder import HubFolder
+from crawler.hub.server import serve_hub
+from crawler.hub.http import hub_errors
 from plugin.core.errors import HubError
 
 TIMM_REPOS = ["alpha/one", "alpha/two", "beta/four", "beta/three", "gamma/encoder"]

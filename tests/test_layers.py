@@ -50,7 +50,7 @@ def test_registry_decorator_get_names_and_unknown_name_error():
 
 
 def test_demo_parts_plug_in_through_entry_points_only():
-    from crawler.sources import SOURCES
+    from crawler.hub import SOURCES
     from plugin.checks.clone import HELDOUT
     from plugin.corpora import CORPORA
     from plugin.corpora.aux import NAMED_AUX_CORPORA

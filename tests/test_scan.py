@@ -16,7 +16,8 @@ import mlflow
 import pytest
 
 from plugin.demo import hub as demo_hub
-from plugin.tracking import FAILED_CORRUPT, INVESTIGATE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER
+from plugin.outcomes import (FAILED_CORRUPT, INVESTIGATE, REFUSED_REMOTE_CODE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,
+                             SKIPPED_ENCODER)
 from crawler.scan import ALREADY_AUDITED, scan
 from plugin.core.recipe import Recipe
 from plugin.tracking import TAG_PREFIX, flag_tags, flags_of_tags
@@ -168,7 +169,8 @@ def test_full_demo_scan(tmp_path, monkeypatch):
     _check_failures(kids)
     assert not marker.exists()
     second = scan(spec, recipe=FAST)
-    assert all(o in (ALREADY_AUDITED, SKIPPED_DOCUMENTED, SKIPPED_ENCODER) for o in second.outcomes().values())
+    assert all(o in (ALREADY_AUDITED, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_REMOTE_CODE)
+               for o in second.outcomes().values())
     assert _child_runs(second.run_id) == []
     demo_hub.bump_repo(hub, "demo/footwear")
     third = scan(spec, recipe=FAST)
@@ -292,17 +294,18 @@ def test_listing_keeps_triage_facts_not_cards():
     """Listed entries drop card and config (a hostile hub's listing stays small) but keep what triage decides on."""
     from crawler.cards import assess_documentation
     from crawler.scan.orchestrate import _Listed
-    from crawler.sources import HubModel
+    from crawler.hub import HubModel
 
     card = "---\ndatasets: [fashion_mnist]\n---\n# A classifier\n" + "x" * 200_000
-    documented = HubModel("t/doc", "a" * 40, None, (), (), None, card, {"num_classes": 3})
-    encoder = HubModel("t/enc", "b" * 40, None, (), (), None, None, {"num_classes": 0})
+    files = (("config.json", None), ("model.safetensors", None))
+    documented = HubModel("t/doc", "a" * 40, None, files, (), None, card, {"architecture": "resnet18", "num_classes": 3})
+    encoder = HubModel("t/enc", "b" * 40, None, files, (), None, None, {"architecture": "resnet18", "num_classes": 0})
     for model in (documented, encoder):
         listed = _Listed.of(model)
         assert listed.model.card_text is None and listed.model.config is None
         assert listed.model.repo_id == model.repo_id and listed.model.sha == model.sha
         assert listed.doc == assess_documentation(model.card_text, model.config)
-    assert _Listed.of(encoder).encoder and not _Listed.of(documented).encoder
+    assert _Listed.of(encoder).detected.encoder and not _Listed.of(documented).detected.encoder
 
 
 @pytest.mark.slow

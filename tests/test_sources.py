@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from plugin.models.checkpoint import load_checkpoint, sha256_file
-from plugin.demo.hub import (FAILED_CORRUPT, INVESTIGATE, PAYLOAD_MARKER_ENV, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,
-                              SKIPPED_ENCODER, bump_repo, write_tiny_repo)
-from crawler.hub_server import serve_hub
-from crawler.sources import DirSource, HfSource, HubModel, WeightsTooLargeError, get_source
+from plugin.demo.hub import (FAILED_CORRUPT, INVESTIGATE, PAYLOAD_MARKER_ENV, REFUSED_REMOTE_CODE, REFUSED_UNSAFE,
+                              SKIPPED_DOCUMENTED, SKIPPED_ENCODER, bump_repo, write_tiny_repo)
+from crawler.hub.server import serve_hub
+from crawler.hub import DirSource, HfSource, HubModel, WeightsTooLargeError, get_source
 from plugin.demo.hub import DemoSource
 from plugin.core.errors import CheckpointError, ConfigError, HubError, UnknownNameError, UnsafeCheckpointError
 
@@ -130,7 +130,7 @@ def test_hub_errors_surface_as_hub_error(hub, tmp_path):
         source.fetch(ghost, tmp_path / "y", max_bytes=10**9)  # the HEAD for the size fails the same way
     no_weights = HubModel(repo_id=model.repo_id, sha=model.sha, last_modified=None,
                              siblings=(("config.json", 10),), tags=(), pipeline_tag=None)
-    with pytest.raises(CheckpointError, match="no weights"):
+    with pytest.raises(CheckpointError, match="no weights file"):
         source.fetch(no_weights, tmp_path / "z")
 
 
@@ -149,7 +149,8 @@ def test_get_source_registry(hub, hub_dir):
 
 def test_demo_source_lists_every_demo_repo_and_each_reaches_its_outcome(demo_models, tmp_path, monkeypatch):
     """A miniature scan over the demo hub: every repo ends where the demo hub says."""
-    from crawler.cards import assess_documentation, is_classifier
+    from crawler.cards import assess_documentation
+    from plugin.models import formats
 
     marker = tmp_path / "payload-ran"
     monkeypatch.setenv(PAYLOAD_MARKER_ENV, str(marker))
@@ -157,29 +158,31 @@ def test_demo_source_lists_every_demo_repo_and_each_reaches_its_outcome(demo_mod
         assert isinstance(source, DemoSource)
         models = {m.repo_id: m for m in source.list_models()}
         assert sorted(models) == sorted(source.expected)
-        assert all(m.source == "demo" and "timm" in m.tags for m in models.values())
+        assert all(m.source == "demo" and m.pipeline_tag == "image-classification" for m in models.values())
         outcomes = {}
         for repo_id, m in models.items():
-            if not is_classifier(m.config):
+            if m.detected.refused:
+                outcomes[repo_id] = REFUSED_REMOTE_CODE
+            elif m.detected.encoder:
                 outcomes[repo_id] = SKIPPED_ENCODER
             elif not assess_documentation(m.card_text, m.config).undocumented:
                 outcomes[repo_id] = SKIPPED_DOCUMENTED
             else:
                 try:
-                    load_checkpoint(source.fetch(m, tmp_path / repo_id.replace("/", "__"), max_bytes=50 * 2**20))
+                    formats.load_blackbox(source.fetch(m, tmp_path / repo_id.replace("/", "__"), max_bytes=50 * 2**20))
                     outcomes[repo_id] = INVESTIGATE
                 except UnsafeCheckpointError:
                     outcomes[repo_id] = REFUSED_UNSAFE
                 except CheckpointError:
                     outcomes[repo_id] = FAILED_CORRUPT
     assert outcomes == source.expected
-    assert sorted(source.expected.values()).count(INVESTIGATE) == 6  # incl. footwear-labelled
+    assert sorted(source.expected.values()).count(INVESTIGATE) == 8  # incl. footwear-labelled, transformers, ONNX
     assert not marker.exists()
 
 
 def test_every_fetch_is_capped_on_bytes_received(hub_dir, tmp_path):
     """A card over the cap, and a file that outgrows its cap while copying, are refused with the limit named."""
-    from crawler.sources import DirSource, WeightsTooLargeError
+    from crawler.hub import DirSource, WeightsTooLargeError
     from plugin.models.limits import MAX_CARD_BYTES
 
     (hub_dir / "acme/plain/README.md").write_text("word " * (MAX_CARD_BYTES // 4))

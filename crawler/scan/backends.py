@@ -31,11 +31,11 @@ from pathlib import Path
 
 from crawler.scan import ledger
 from crawler.scan.options import ScanOptions
-from crawler.sources import HubModel, ModelSource
+from crawler.hub import HubModel, ModelSource
 from plugin import tracking
 from plugin.core.recipe import Recipe
 from plugin.investigate import identity_of, investigate
-from plugin.models.checkpoint import preflight
+from plugin.models.formats import preflight
 from plugin.outcomes import (CRASH, INVESTIGATE, RESOURCE_LIMIT, T_CATEGORY, T_LIMIT, T_PEAK_RSS, T_WORKER_LIMIT,
                              TIMEOUT, failure_category, limits_of)
 from plugin.tracking import T_ERROR, T_OUTCOME
@@ -200,7 +200,7 @@ def run_claimed(source: ModelSource, source_spec: str, model: HubModel, opts: Sc
         fetched = source.fetch_verified(model, Path(tmp) / "model", max_bytes=opts.max_bytes,
                                         deadline=time.monotonic() + opts.fetch_deadline_s)
         verified = fetched.verified
-        preflight(fetched.folder)  # config limits, safetensors header, pickle allowlist: before any worker
+        preflight(fetched.folder)  # by format: config limits, weights headers, pickle allowlist, ONNX domains
         result = run_isolated(run_id, fetched.folder, str(opts.corpus), opts.recipe, model.repo_id, model.sha,
                               source_spec, opts.timeout_s, WorkerLimits(opts.worker_memory, opts.cpu_limit_s),
                               opts.recipe_name)

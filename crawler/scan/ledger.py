@@ -145,7 +145,7 @@ def still_open(run_id: str) -> bool:
 
 def _runs(experiment_id: str, repo_id: str, sha: str, running_only: bool = False) -> list:
     """Runs of ``(repo_id, sha)``: by ledger key, plus (for valid ids only) by the id tags of older runs."""
-    from crawler.sources import valid_hub_repo_id, valid_sha
+    from crawler.hub import valid_repo_id as valid_hub_repo_id, valid_sha
 
     runs = {r.info.run_id: r for r in runs_of_key(experiment_id, ledger_key(repo_id, sha),
                                                            running_only=running_only)}

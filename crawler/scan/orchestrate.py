@@ -18,7 +18,9 @@ time in this process's worker; the ``ray`` backend
 model, many at once, while this process lists lazily and keeps the ledger.
 
 Outcomes (see :mod:`plugin.outcomes`): ``investigate`` (done), ``already-audited``,
-``skipped-encoder``, ``skipped-documented``, or a failure category:
+``skipped-encoder``, ``skipped-documented``, ``refused-remote-code`` and
+``skipped-unsupported-format`` (decided from the listing's files and config by
+:mod:`plugin.models.formats`, before any download), or a failure category:
 ``refused-unsafe``, ``invalid-repo``, ``failed-corrupt``, ``hub-error``,
 ``timeout``, ``resource-limit``, ``crash``.
 
@@ -42,12 +44,12 @@ from crawler.scan.backends import run_claimed
 from crawler.scan.ledger import find_audit
 from crawler.scan.options import ScanOptions
 from crawler.scan.report import ScanReport, ScanRow, summary_csv
-from crawler.sources import HubModel, ModelSource, get_source
+from crawler.hub import HubModel, ModelSource, get_source
 from plugin import tracking
 from plugin.core.recipe import Recipe
-from plugin.models.hub_layout import is_classifier
-from plugin.outcomes import (ALREADY_AUDITED, FAILED, INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, T_OWNER,
-                             failure_category, limits_of)
+from plugin.models.formats import Detected
+from plugin.outcomes import (ALREADY_AUDITED, FAILED, INVESTIGATE, REFUSED_REMOTE_CODE, SKIPPED_DOCUMENTED,
+                             SKIPPED_ENCODER, SKIPPED_UNSUPPORTED_FORMAT, T_OWNER, failure_category, limits_of)
 from plugin.report import shorten
 from plugin.tracking import T_DOC_SCORE, T_DOMAIN, T_ERROR, T_MODEL_ID, T_OUTCOME, T_REVISION, T_SOURCE, T_STATUS, \
     T_VERDICT
@@ -61,7 +63,7 @@ def scan(source_spec: str, corpus: str = "demo", recipe: Recipe | str | None = N
     """Scans ``source_spec`` (``demo``, ``dir:PATH``, ``hf[:ENDPOINT]``) once; see the module docstring.
 
     Args:
-        source_spec: where to list models (see :func:`crawler.sources.get_source`).
+        source_spec: where to list models (see :func:`crawler.hub.get_source`).
         corpus: corpus name or folder, passed to each investigation.
         recipe: a Recipe, a recipe name/path, or None for the defaults.
         experiment: the MLflow experiment, and so the ledger's scope; default
@@ -95,7 +97,9 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
         tracking.set_tags({T_OWNER: ledger.owner_tag()})
         ledger.reap_dead_scans(exp)
         ledger.reap_dead_claims(exp, opts.timeout_s)
-        tracking.log_params({"scan.source": source_spec, **opts.params()})
+        tracking.log_params({"scan.source": source_spec, **opts.params(),
+                             **{f"scan.source.{k}": ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                                for k, v in opts.source_options.items()}})
         tracking.log_params({f"recipe.{k}": v for k, v in opts.recipe.to_params().items()})
         target = _Target(exp, parent.info.run_id, source, source_spec, source_opts)
         report.experiment_id = exp
@@ -121,6 +125,8 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
                 bar.done(_row_line(row))
 
         for listed in models:
+            fmt = listed.detected.format if listed.detected else "unknown"
+            report.formats[fmt] = report.formats.get(fmt, 0) + 1
             bar.start(listed.model.repo_id)
             step = _scan_guarded(target, listed.model, opts, listed)
             if isinstance(step, ScanRow):
@@ -136,7 +142,8 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
         report.seconds = time.time() - t_scan
         counts = Counter(r.outcome for r in report.rows)
         tracking.log_metrics({"scan.models": len(report.rows), "scan.seconds": report.seconds,
-                              **{f"scan.{k}": v for k, v in counts.items()}})
+                              **{f"scan.{k}": v for k, v in counts.items()},
+                              **{f"scan.format.{k}": v for k, v in report.formats.items()}})
         tracking.log_text(summary_csv(report.rows), "scan_summary.csv")
         tracking.log_text(report.table(), "scan_summary.md")
         tracking.log_text(report.html(), "scan_report.html")
@@ -193,28 +200,36 @@ class _Listed:
 
     model: HubModel
     doc: object | None  # crawler.cards.Documentation; None: assessed (and failed) again under the guard
-    encoder: bool
+    detected: Detected | None  # the model format; None when the listed config could not be read
 
     @classmethod
     def of(cls, model: HubModel) -> _Listed:
         try:
-            doc, encoder = _triage_facts(model)
+            doc, detected = _triage_facts(model)
         except Exception:  # noqa: BLE001 - kept whole: _scan_one assesses it again and fails it with its reason
-            return cls(model, None, False)
-        return cls(replace(model, card_text=None, config=None), doc, encoder)
+            return cls(model, None, None)
+        return cls(replace(model, card_text=None, config=None), doc, detected)
 
 
 def _triage_facts(model: HubModel):
-    """``(documentation assessment, is an encoder)`` from the model's card and config."""
-    encoder = model.config is not None and not is_classifier(model.config)
-    return assess_documentation(model.card_text, model.config), encoder
+    """``(documentation assessment, model format)`` from the model's card, files and config."""
+    # A config that is listed but unreadable is the loader's verdict to give (failed-corrupt), not a format's.
+    unread = model.config is None and "config.json" in model.filenames
+    detected = None if unread else model.detected
+    return assess_documentation(model.card_text, model.config, model.card_data), detected
 
 
-def _triage(model: HubModel, opts: ScanOptions, doc, encoder: bool) -> ScanRow | None:
-    """A row for a model the scan skips without a run (encoder, documented), else None."""
+def _triage(model: HubModel, opts: ScanOptions, doc, detected: Detected | None) -> ScanRow | None:
+    """A row for a model the scan skips without a run (remote code, unsupported, encoder, documented), else None."""
     row = ScanRow(model.repo_id, model.sha or "", "")
-    if encoder:
-        row.outcome, row.reason = SKIPPED_ENCODER, "num_classes is 0 or config names no classes (a feature encoder)"
+    if detected is not None and detected.refused:
+        row.outcome, row.reason = REFUSED_REMOTE_CODE, detected.reason
+        return row
+    if detected is not None and not detected.supported:
+        row.outcome, row.reason = SKIPPED_UNSUPPORTED_FORMAT, f"{detected.format}: {detected.reason}"
+        return row
+    if detected is not None and detected.encoder:
+        row.outcome, row.reason = SKIPPED_ENCODER, detected.reason or "no classification head (a feature encoder)"
         return row
     if not doc.undocumented and not opts.include_documented:
         row.outcome = SKIPPED_DOCUMENTED
@@ -320,8 +335,8 @@ def _scan_one(target: _Target, model: HubModel, opts: ScanOptions,
     if prior is not None:
         return _already(row, prior)
     known = listed is not None and listed.doc is not None
-    doc, encoder = (listed.doc, listed.encoder) if known else _triage_facts(model)
-    skipped = _triage(model, opts, doc, encoder)
+    doc, detected = (listed.doc, listed.detected) if known else _triage_facts(model)
+    skipped = _triage(model, opts, doc, detected)
     if skipped is not None:
         return skipped
     run_id, holder = ledger.claim(target.experiment_id, target.parent_id, model.repo_id, model.sha,

@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 from crawler.scan import ledger
 from crawler.scan.backends import run_claimed
 from crawler.scan.options import ScanOptions
-from crawler.sources import HubModel, get_source
+from crawler.hub import HubModel, get_source
 from plugin import tracking
 from plugin.core.errors import ConfigError
 from plugin.outcomes import CRASH, T_NODE, T_TASK_ATTEMPT, TIMEOUT

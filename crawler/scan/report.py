@@ -38,12 +38,14 @@ class ScanReport:
     rows: list[ScanRow] = field(default_factory=list)
     seconds: float = 0.0
     experiment_id: str = ""
+    formats: dict[str, int] = field(default_factory=dict)  # listed models per detected format
 
     def outcomes(self) -> dict[str, str]:
         return {r.repo: r.outcome for r in self.rows}
 
     def table(self) -> str:
-        return markdown_table(self.rows)
+        per_format = ", ".join(f"{k} {v}" for k, v in sorted(self.formats.items()))
+        return markdown_table(self.rows) + (f"\nRows per format: {per_format}\n" if per_format else "")
 
     def html(self, ui_base: str = "") -> str:
         """The scan's HTML report: refused and failed models first, each linked to its run."""

@@ -5,7 +5,7 @@ from plugin.cli.common import existing_dir
 
 
 def cmd_serve_hub(args) -> int:
-    from crawler.hub_server import run_forever
+    from crawler.hub.server import run_forever
 
     folder = existing_dir(args.dir, "serve-hub")
     run_forever(folder, args.host, args.port)

@@ -44,7 +44,8 @@ def cmd_investigate(args) -> int:
 
 def add_parser(sub) -> None:
     s = sub.add_parser("investigate", help="investigate one model folder (one MLflow run)")
-    s.add_argument("model", help="timm hub-layout folder (config.json + weights) or a demo model name")
+    s.add_argument("model", help="a model folder (timm or transformers layout, or model.onnx with its configs) "
+                                 "or a demo model name")
     s.add_argument("--corpus", default="demo", help="registered corpus name or ImageNet-layout folder (default: demo)")
     s.add_argument("--recipe", default=None, help="recipe YAML or a name in recipes/ (default: built-in defaults)")
     s.add_argument("--json", default=None, help="also write findings.json here")

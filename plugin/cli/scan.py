@@ -24,6 +24,9 @@ def add_scan_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--author", default=None, help="only models of this owner")
     s.add_argument("--search", default=None, help="only models whose name contains this")
     s.add_argument("--limit", type=int, default=None, help="list at most this many models")
+    s.add_argument("--library", type=parse_libraries, default=None, metavar="LIB[,LIB...]",
+                   help="list only these libraries' image classifiers, e.g. timm,transformers,onnx "
+                        "(default: every library; the listing asks for pipeline_tag=image-classification)")
     s.add_argument("--corpus", default="demo", help="corpus name or ImageNet-layout folder (default: demo)")
     s.add_argument("--recipe", default="demo", help="recipe YAML or a name in recipes/ (default: demo)")
     s.add_argument("--include-documented", action="store_true",
@@ -55,7 +58,7 @@ def add_scan_options(s: argparse.ArgumentParser) -> None:
 
 
 def scan_kwargs(args) -> dict:
-    opts = {k: getattr(args, k) for k in ("author", "search") if getattr(args, k, None)}
+    opts = {k: getattr(args, k) for k in ("author", "search", "library") if getattr(args, k, None)}
     spec = args.source
     if args.endpoint and spec == "hf":
         spec = f"hf:{args.endpoint}"
@@ -82,6 +85,17 @@ def _validated(args) -> dict:
 
         check_address(opts)  # before the experiment is even set
     return kwargs
+
+
+def parse_libraries(text: str) -> list[str]:
+    """An argparse type for ``--library``: comma-separated library names as the Hub spells them."""
+    import re
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,39}", n)]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"expected library names such as timm,transformers,onnx, got {text!r}")
+    return list(dict.fromkeys(names))
 
 
 def parse_at(text: str) -> str:

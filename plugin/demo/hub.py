@@ -1,10 +1,13 @@
 """A small hub of demo repos, with the outcome a crawl should reach on each.
 
-Served by :mod:`crawler.hub_server`, it exercises every branch of a scan:
+Served by :mod:`crawler.hub.server`, it exercises every branch of a scan:
 undocumented classifiers to investigate (the demo models of
 :mod:`plugin.demo.models`, whose ground truth is known), documented models to
 skip, a pickle that would run code when loaded, a truncated safetensors file
-and a feature encoder without a head. Every repo carries the ``timm`` tag.
+and a feature encoder without a head, all in timm's layout; and the Hub's
+commonest kind: a transformers Trainer fine-tune on the footwear classes
+(:func:`plugin.demo.hf_repos.footwear_finetune`, with a Trainer card), its
+ONNX export, and a repo that asks for remote code, refused unread.
 """
 from __future__ import annotations
 
@@ -15,19 +18,20 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from crawler.hub_server import HubServer, serve_hub
-from crawler.sources import HfSource, HubModel, ModelSource
+from crawler.hub.server import HubServer, serve_hub
+from crawler.hub import HfSource, HubModel, ModelSource
 from plugin.core.settings import cache_root
-from plugin.tracking import (FAILED_CORRUPT, INVESTIGATE, OUTCOMES, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,  # noqa: F401
-                             SKIPPED_ENCODER)
+from plugin.demo import hf_repos
+from plugin.demo.hf_repos import PAYLOAD_MARKER_ENV  # noqa: F401 - one marker for pickles and remote code
+from plugin.outcomes import (FAILED_CORRUPT, INVESTIGATE, OUTCOMES, REFUSED_REMOTE_CODE, REFUSED_UNSAFE,  # noqa: F401
+                             SKIPPED_DOCUMENTED, SKIPPED_ENCODER)
 from plugin.demo.models import (ALL_DEMO_MODELS, DEMO_PRETRAINED_CFG, LABELLED_MODELS, build_demo_models, build_key,
                                  model_dir)
 
 OWNER = "demo"
 
-# The pickle payload touches the file named by this variable, if it is set:
+# The pickle payload (and the remote code) touches the file named by PAYLOAD_MARKER_ENV, if it is set:
 # harmless by default, and a test can prove that loading never ran it.
-PAYLOAD_MARKER_ENV = "DOMAIN_FINDER_PAYLOAD_MARKER"
 _MARKER_FILE = ".demo-hub.json"  # hidden, so the server does not list it
 
 # A README that is only metadata, as timm's push_to_hub writes when nobody edits it.
@@ -65,6 +69,8 @@ are in `config.json`. Training ran for thirty epochs; about one image in five
 was held out to measure accuracy, which is above 90%.
 """
 
+ENCODER_CARD = "---\nlibrary_name: timm\npipeline_tag: image-classification\n---\n"
+
 # repo name -> (expected outcome, demo model whose weights it reuses)
 REPOS: dict[str, tuple[str, str]] = {
     "fashion10": (INVESTIGATE, "fashion10"),
@@ -79,7 +85,12 @@ REPOS: dict[str, tuple[str, str]] = {
     "pickled-payload": (REFUSED_UNSAFE, "footwear"),
     "truncated-weights": (FAILED_CORRUPT, "upper-body"),
     "resnet-encoder": (SKIPPED_ENCODER, "fashion10"),
+    # The Hub's commonest undocumented kind, with the footwear ground truth (same classes, same order).
+    "footwear-trainer": (INVESTIGATE, "footwear"),
+    "footwear-onnx": (INVESTIGATE, "footwear"),
+    "remote-code": (REFUSED_REMOTE_CODE, "footwear"),
 }
+HF_LAYOUT = {"footwear-trainer", "footwear-onnx", "remote-code"}  # built by plugin.demo.hf_repos
 # Undocumented repos that get a front-matter-only README; the others get none.
 _FRONT_MATTER_ONLY = {"footwear", "digits", "truncated-weights"}
 
@@ -105,7 +116,8 @@ def source_models() -> dict[str, str]:
 
 def hub_key() -> str:
     """Changes whenever this recipe or the demo models' recipe changes."""
-    return hashlib.sha256(Path(__file__).read_bytes() + build_key().encode()).hexdigest()[:12]
+    return hashlib.sha256(Path(__file__).read_bytes() + Path(hf_repos.__file__).read_bytes()
+                          + build_key().encode()).hexdigest()[:12]
 
 
 class _Payload:
@@ -186,6 +198,9 @@ def _build_repo(name: str, model: str, dest: Path) -> None:
     from safetensors.torch import save_file
 
     src, out = model_dir(model), dest / OWNER / name
+    if name in HF_LAYOUT:
+        _build_hf_repo(name, out)
+        return
     out.mkdir(parents=True, exist_ok=True)
     cfg = _config(src)
     if name == "pickled-payload":
@@ -199,6 +214,8 @@ def _build_repo(name: str, model: str, dest: Path) -> None:
         keys = timm.create_model(cfg["architecture"], pretrained=False, num_classes=0).state_dict().keys()
         save_file({k: v.contiguous() for k, v in _state_dict(src).items() if k in keys}, str(out / "model.safetensors"))
         _write_config(out, {**cfg, "num_classes": 0})
+        # Published under the classification task anyway, as many encoders on the Hub are: listed, then skipped.
+        (out / "README.md").write_text(ENCODER_CARD)
         return
     if name == "truncated-weights":
         data = (src / "model.safetensors").read_bytes()
@@ -213,6 +230,20 @@ def _build_repo(name: str, model: str, dest: Path) -> None:
         card = FRONT_MATTER_ONLY
     if card is not None:
         (out / "README.md").write_text(card)
+
+
+def _build_hf_repo(name: str, out: Path) -> None:
+    """The transformers fine-tune (Trainer card), its ONNX export, or the remote-code repo."""
+    if name == "remote-code":
+        hf_repos.write_remote_code_repo(out, tuple(hf_repos.FOOTWEAR.values()))
+        return
+    trained = hf_repos.footwear_finetune()
+    if name == "footwear-onnx":
+        hf_repos.write_onnx_repo(out, trained)
+    else:
+        shutil.copytree(trained, out)
+    card = hf_repos.trainer_card(name, base="microsoft/resnet-18")
+    (out / "README.md").write_text(card, encoding="utf-8")
 
 
 def build_demo_hub(dest: str | Path) -> dict[str, str]:
@@ -270,8 +301,8 @@ class DemoSource(ModelSource):
     Call :meth:`close` (or use ``with``) to stop the server.
 
     Attributes:
-        expected: ``repo_id -> expected scan outcome`` (see :mod:`crawler.demo_hub`).
-        server: the running :class:`~crawler.hub_server.HubServer`.
+        expected: ``repo_id -> expected scan outcome`` (see :func:`build_demo_hub`).
+        server: the running :class:`~crawler.hub.server.HubServer`.
     """
 
     name = "demo"
@@ -280,7 +311,6 @@ class DemoSource(ModelSource):
         self.root = Path(root) if root is not None else demo_hub_root()
         self.expected = build_demo_hub(self.root)
         self.server: HubServer = serve_hub(self.root)
-        hf_opts.setdefault("filter", "timm")
         try:
             self.hf = HfSource(endpoint=self.server.url, name=self.name, **hf_opts)
         except BaseException:

@@ -14,6 +14,12 @@ Weights files are presented as Git LFS files (ETag = sha256), other files as
 plain git blobs (ETag = git blob sha1). No Xet headers are ever sent, so the
 client downloads over plain HTTP.
 
+The listing answers the Hub's parameters: ``filter`` (tags or library),
+``pipeline_tag``, ``author``, ``search``, ``sort``/``direction``, ``limit``,
+and ``expand`` (only the named fields, among them ``library_name``, ``tags``,
+``siblings``, ``cardData`` and ``config``), or the older ``full``/``cardData``/
+``config`` flags, which, as on the Hub, cannot be combined with ``expand``.
+
 A mirror degrades per repo: a repo that cannot be described (an unreadable
 file, a config over the limits...) is skipped and logged, the listing
 reports it in the ``X-Skipped-Repos`` header, and every other repo is served.
@@ -26,233 +32,27 @@ import logging
 import re
 import threading
 from collections import deque
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from crawler.cards import split_front_matter
-from plugin.core.errors import CheckpointError
-from plugin.models.checkpoint import sha256_file
-from plugin.models.hub_layout import parse_config_text
-from plugin.models.limits import MAX_CARD_BYTES, ResourceLimitError
+from crawler.hub.folder import HubFolder, LocalRepo
+from crawler.hub.source import SORT_KEYS, safe_relpath, valid_repo_id
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 1000  # what huggingface.co caps a page of /api/models at
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".pkl", ".npz", ".gguf")
-LFS_MIN_SIZE = 10 * 1024 * 1024  # larger files are LFS whatever their suffix
-SORT_KEYS = {"lastModified", "createdAt", "downloads", "likes", "trendingScore", "id"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class RepoFile:
-    """One file of a repo, with the hashes the Hub API reports."""
-
-    path: str  # posix, relative to the repo root
-    size: int
-    sha256: str
-    git_oid: str  # git blob sha1 (of the LFS pointer for LFS files, as on the Hub)
-    lfs: bool
-
-    @property
-    def etag(self) -> str:
-        return self.sha256 if self.lfs else self.git_oid
-
-    def lfs_pointer(self) -> bytes:
-        return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n".encode()
-
-
-@dataclass(frozen=True)
-class LocalRepo:
-    """A repo folder as the Hub would describe it."""
-
-    repo_id: str
-    sha: str
-    last_modified: str  # ISO 8601, UTC, e.g. 2024-05-01T12:00:00.000Z
-    files: tuple[RepoFile, ...]
-    tags: tuple[str, ...]
-    pipeline_tag: str | None
-    library_name: str | None
-    card_data: dict | None
-
-    @property
-    def author(self) -> str:
-        return self.repo_id.split("/", 1)[0]
-
-    def file(self, path: str) -> RepoFile | None:
-        return next((f for f in self.files if f.path == path), None)
-
-
-def valid_repo_id(repo_id: str) -> bool:
-    """``owner/name`` with plain, non-hidden components (no traversal)."""
-    parts = repo_id.split("/")
-    return len(parts) == 2 and all(_NAME.match(p) and ".." not in p for p in parts)
-
-
-def safe_relpath(path: str) -> str | None:
-    """Normalises a path inside a repo; None when it could escape the repo."""
-    if not path or "\\" in path or "\x00" in path or path.startswith("/"):
-        return None
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return None
-    return "/".join(parts)
-
-
-def repo_sha(files: Iterable[RepoFile]) -> str:
-    """A 40-hex commit id that changes whenever a file name or content changes."""
-    h = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.path):
-        h.update(f"{f.path}\0{f.sha256}\n".encode())
-    return h.hexdigest()[:40]
-
-
-def _git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def iso_time(when: float | datetime) -> str:
-    """The Hub's time format, e.g. ``2024-05-01T12:00:00.000Z``, from a timestamp or datetime."""
-    dt = datetime.fromtimestamp(when, timezone.utc) if isinstance(when, (int, float)) else when.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+EXPANDABLE = ("author", "cardData", "config", "createdAt", "downloads", "lastModified", "library_name", "likes",
+              "pipeline_tag", "private", "sha", "siblings", "tags", "gated", "disabled", "usedStorage")
 
 
 def _bool_param(values: list[str] | None) -> bool:
     return bool(values) and values[-1].lower() in ("1", "true", "yes")
 
 
-class HubFolder:
-    """Reads a hub-layout folder: repos, their files, shas, tags and card data.
-
-    File hashes are cached by ``(path, size, mtime_ns)``, so serving a large
-    repo many times hashes it once, and an edited file is re-hashed.
-    """
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
-        self._hashes: dict[tuple[str, int, int], tuple[str, str]] = {}
-        self._lock = threading.Lock()
-        self.broken: dict[str, str] = {}  # repo id -> why it was skipped, as of the latest listing
-
-    def repo_dir(self, repo_id: str) -> Path | None:
-        if not valid_repo_id(repo_id):
-            return None
-        d = self.root / repo_id
-        return d if d.is_dir() and d.resolve().is_relative_to(self.root) else None
-
-    def repo_ids(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(f"{o.name}/{n.name}" for o in self.root.iterdir() if o.is_dir() and valid_repo_id(f"{o.name}/x")
-                      for n in o.iterdir() if n.is_dir() and valid_repo_id(f"{o.name}/{n.name}"))
-
-    def repos(self) -> list[LocalRepo]:
-        """Every repo that can be described; the others are skipped, logged and kept in :attr:`broken`."""
-        out, broken = [], {}
-        for repo_id in self.repo_ids():
-            try:
-                r = self.repo(repo_id)
-            except Exception as e:  # noqa: BLE001 - one broken repo must not hide the others
-                broken[repo_id] = f"{type(e).__name__}: {str(e)[:300]}"
-                log.warning("skipping repo %s: %s", repo_id, broken[repo_id])
-                continue
-            if r is not None:
-                out.append(r)
-        with self._lock:
-            self.broken = broken
-        return out
-
-    def _hash(self, path: Path, size: int, mtime_ns: int, lfs: bool) -> tuple[str, str]:
-        key = (str(path), size, mtime_ns)
-        with self._lock:
-            hit = self._hashes.get(key)
-        if hit is None:
-            sha256 = sha256_file(path)
-            oid = "" if lfs else _git_blob_sha1(path.read_bytes())
-            hit = (sha256, oid)
-            with self._lock:
-                self._hashes[key] = hit
-        return hit
-
-    def repo(self, repo_id: str) -> LocalRepo | None:
-        """Describes one repo, or None if there is no such repo."""
-        d = self.repo_dir(repo_id)
-        if d is None:
-            return None
-        files, newest = [], 0.0
-        for p in sorted(d.rglob("*")):
-            rel = p.relative_to(d).as_posix()
-            if any(part.startswith(".") for part in rel.split("/")) or not p.is_file():
-                continue  # hidden files (caches, marker files) are not part of a repo
-            if not p.resolve().is_relative_to(d.resolve()):
-                continue  # a symlink out of the repo is never served
-            st = p.stat()
-            lfs = p.suffix.lower() in LFS_SUFFIXES or st.st_size >= LFS_MIN_SIZE
-            sha256, oid = self._hash(p, st.st_size, st.st_mtime_ns, lfs)
-            if lfs:  # the Hub's git oid of an LFS file is that of its pointer
-                oid = _git_blob_sha1(RepoFile(rel, st.st_size, sha256, "", True).lfs_pointer())
-            files.append(RepoFile(rel, st.st_size, sha256, oid, lfs))
-            newest = max(newest, st.st_mtime)
-        card_data, tags, pipeline, library = self._describe(d, {f.path for f in files})
-        return LocalRepo(repo_id, repo_sha(files), iso_time(newest), tuple(files), tags, pipeline, library, card_data)
-
-    @staticmethod
-    def _describe(d: Path, names: set[str]) -> tuple[dict | None, tuple[str, ...], str | None, str | None]:
-        """Card data, tags, pipeline tag and library, derived as the Hub does."""
-        meta: dict = {}
-        if "README.md" in names:
-            with open(d / "README.md", "rb") as fh:  # only the head: card data lives in the front matter
-                head = fh.read(MAX_CARD_BYTES).decode("utf-8", errors="replace")
-            meta = split_front_matter(head).meta or {}
-        config: dict = {}
-        if "config.json" in names:
-            try:
-                config = parse_config_text((d / "config.json").read_text(encoding="utf-8", errors="replace"))
-            except (CheckpointError, ResourceLimitError):
-                config = {}  # a broken config is the loader's problem, not the listing's
-        is_timm = isinstance(config.get("architecture"), str)
-        library = meta.get("library_name") if isinstance(meta.get("library_name"), str) else ("timm" if is_timm else None)
-        pipeline = meta.get("pipeline_tag") if isinstance(meta.get("pipeline_tag"), str) else None
-        if pipeline is None and is_timm:
-            pipeline = "image-feature-extraction" if config.get("num_classes") == 0 else "image-classification"
-        tags: list[str] = []
-        raw = meta.get("tags")
-        tags += [str(t) for t in (raw if isinstance(raw, list) else [raw] if raw else [])]
-        tags += [t for t in (library, pipeline, "timm" if is_timm else None) if t]
-        if any(n.endswith(".safetensors") for n in names):
-            tags.append("safetensors")
-        for key, prefix in (("datasets", "dataset:"), ("license", "license:")):
-            raw = meta.get(key)
-            tags += [prefix + str(v) for v in (raw if isinstance(raw, list) else [raw] if raw else [])]
-        return (meta or None), tuple(dict.fromkeys(tags)), pipeline, library
-
-    def query(self, filters: Iterable[str] = (), author: str | None = None, search: str | None = None,
-              sort: str | None = None, direction: int = -1) -> list[LocalRepo]:
-        """Repos matching every filter tag, the author and the id substring.
-
-        Sorted by id, or by ``sort`` (``lastModified``/``createdAt``; counters
-        such as downloads are all zero here) in ``direction`` (-1 = descending).
-        """
-        repos = self.repos()
-        wanted = [f for f in filters if f]
-        repos = [r for r in repos if all(t in r.tags or t == r.library_name for t in wanted)]
-        if author:
-            repos = [r for r in repos if r.author.lower() == author.lower()]
-        if search:
-            repos = [r for r in repos if search.lower() in r.repo_id.lower()]
-        if sort in ("lastModified", "createdAt"):
-            repos.sort(key=lambda r: (r.last_modified, r.repo_id), reverse=direction < 0)
-        elif sort == "id":
-            repos.sort(key=lambda r: r.repo_id, reverse=direction < 0)
-        return repos
-
-
-def model_json(repo: LocalRepo, card_data: bool = False, blobs: bool = False) -> dict:
-    """A repo as ``/api/models`` items and ``/api/models/{id}`` describe it."""
+def model_json(repo: LocalRepo, card_data: bool = False, blobs: bool = False, config: bool = False,
+               expand: list[str] | None = None) -> dict:
+    """A repo as ``/api/models`` items and ``/api/models/{id}`` describe it; ``expand`` keeps only those fields."""
     siblings = []
     for f in repo.files:
         s: dict = {"rfilename": f.path}
@@ -267,8 +67,14 @@ def model_json(repo: LocalRepo, card_data: bool = False, blobs: bool = False) ->
            "library_name": repo.library_name, "siblings": siblings}
     if card_data and repo.card_data is not None:
         out["cardData"] = repo.card_data
-    if blobs:
+    if (config or expand) and repo.config is not None:
+        out["config"] = repo.config
+    if blobs or expand:
         out["usedStorage"] = sum(f.size for f in repo.files)
+    if expand:
+        if repo.card_data is not None:
+            out["cardData"] = repo.card_data
+        out = {k: v for k, v in out.items() if k in ("_id", "id") or k in expand}
     return out
 
 
@@ -351,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- endpoints ----------------------------------------------------------
     def _repo(self, repo_id: str) -> LocalRepo:
-        if not valid_repo_id(repo_id):
+        if not valid_repo_id(repo_id, owner=True):
             raise _HubError(400, None, f"invalid repo id {repo_id!r}")
         repo = self.hub.repo(repo_id)
         if repo is None:
@@ -374,11 +180,17 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             raise _HubError(400, None, f"bad integer parameter ({e})") from e
         repos = self.hub.query(params.get("filter", []), (params.get("author") or [None])[-1],
-                               (params.get("search") or [None])[-1], sort, direction)
+                               (params.get("search") or [None])[-1], sort, direction,
+                               pipeline_tag=(params.get("pipeline_tag") or [None])[-1])
         page_size = max(1, min(limit or self.server.page_size, self.server.page_size))  # type: ignore[attr-defined]
         page = repos[cursor:cursor + page_size]
-        expand = params.get("expand", [])
-        card = _bool_param(params.get("cardData")) or "cardData" in expand
+        expand = [e for v in params.get("expand", []) for e in v.split(",") if e]
+        unknown = [e for e in expand if e not in EXPANDABLE]
+        if unknown:
+            raise _HubError(400, None, f"invalid expand {unknown[0][:40]!r}; expected one of {list(EXPANDABLE)}")
+        flags = [k for k in ("full", "cardData", "config") if _bool_param(params.get(k))]
+        if expand and flags:  # the Hub refuses the mix too
+            raise _HubError(400, None, f"expand cannot be combined with {flags[0]}")
         headers = {}
         broken = dict(self.hub.broken)
         if broken:
@@ -390,11 +202,12 @@ class _Handler(BaseHTTPRequestHandler):
             query.append(("cursor", str(cursor + page_size)))
             host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
             headers["Link"] = f'<http://{host}/api/models?{urlencode(query)}>; rel="next"'
-        self._json([model_json(r, card_data=card) for r in page], headers)
+        self._json([model_json(r, card_data="cardData" in flags, config="config" in flags, expand=expand or None)
+                    for r in page], headers)
 
     def _model_info(self, repo: LocalRepo, rev: str, params: dict[str, list[str]]) -> None:
         self._check_revision(repo, rev)
-        self._json(model_json(repo, card_data=True, blobs=_bool_param(params.get("blobs"))))
+        self._json(model_json(repo, card_data=True, blobs=_bool_param(params.get("blobs")), config=True))
 
     def _tree(self, repo: LocalRepo, rev: str, path: str, params: dict[str, list[str]]) -> None:
         self._check_revision(repo, rev)
@@ -556,5 +369,4 @@ def run_forever(root: str | Path, host: str = "127.0.0.1", port: int = 8080, pag
         server.stop()
 
 
-__all__ = ["Handler", "HubFolder", "HubServer", "LocalRepo", "RepoFile", "iso_time", "model_json", "repo_sha", "run_forever",
-           "safe_relpath", "serve_hub", "valid_repo_id"]
+__all__ = ["Handler", "HubServer", "model_json", "run_forever", "serve_hub"]

@@ -1,0 +1,128 @@
+"""A repo's ``preprocessor_config.json`` (transformers image processors) read as our :class:`Preprocessing`.
+
+Expressed as timm-style eval preprocessing, a transformers or ONNX model gets
+the same batched device pipeline (:class:`~plugin.core.blackbox.InputSpec`)
+as a timm model. The forms covered (transformers' own rules):
+
+* ``size: {height, width}`` (ViT, BEiT, DeiT, Swin): a squash resize, then an
+  optional ``crop_size`` centre crop;
+* ``size: {shortest_edge}`` with ``crop_pct`` (ConvNeXt, ResNet): below 384 px
+  the shorter side goes to ``shortest_edge / crop_pct`` and the centre crop to
+  ``shortest_edge``; from 384 px a squash resize;
+* ``size: {shortest_edge}`` with ``crop_size`` (CLIP, BiT): shorter side, then crop;
+* the older ``feature_extractor_type`` files, where ``size``/``crop_size`` are ints;
+* ``resample`` (PIL codes), ``do_rescale``/``rescale_factor``,
+  ``do_normalize``/``image_mean``/``image_std`` (folded into mean and std over [0, 1]).
+
+Anything else (a variable output size, a resample we cannot reproduce) is
+refused with a clear error instead of being guessed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from plugin.core.errors import CheckpointError
+from plugin.models.hub_layout import parse_config_text
+from plugin.models.limits import MAX_CONFIG_BYTES, MAX_INPUT_SIDE, ResourceLimitError
+
+PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes; 1 lanczos, 4 box, 5 hamming are refused
+# Processors whose int ``size`` meant the shorter side (transformers' default_to_square=False).
+_SHORTEST_EDGE_TYPES = ("ConvNext", "CLIP", "Bit", "MobileNet", "EfficientFormer", "PoolFormer", "LevitI", "Dinov2")
+
+
+def _side(v, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise CheckpointError(f"preprocessor_config.json: {what} must be a positive integer, got {str(v)[:40]}")
+    if v > MAX_INPUT_SIDE:
+        raise ResourceLimitError(f"preprocessor_config.json: {what} {v} is over the limit of {MAX_INPUT_SIDE}",
+                                 "max_input_side", MAX_INPUT_SIDE)
+    return v
+
+
+def _hw(v, what: str, square_default: bool) -> tuple[str, tuple[int, int] | int]:
+    """``("square", (h, w))`` or ``("shortest", s)`` from a size field in any of its forms."""
+    if isinstance(v, dict):
+        if "height" in v and "width" in v:
+            return "square", (_side(v["height"], f"{what}.height"), _side(v["width"], f"{what}.width"))
+        if "shortest_edge" in v and v.get("longest_edge") is None:
+            return "shortest", _side(v["shortest_edge"], f"{what}.shortest_edge")
+        raise CheckpointError(f"preprocessor_config.json: {what} {str(v)[:80]} gives no fixed input size")
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return "square", (_side(v[0], what), _side(v[1], what))
+    side = _side(v, what)
+    return ("square", (side, side)) if square_default else ("shortest", side)
+
+
+def _triple(v, what: str) -> tuple[float, float, float]:
+    vals = v if isinstance(v, (list, tuple)) else [v, v, v]
+    if len(vals) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+        raise CheckpointError(f"preprocessor_config.json: {what} must be 3 numbers, got {str(v)[:60]}")
+    return tuple(float(x) for x in vals)  # type: ignore[return-value]
+
+
+def processor_preprocessing(cfg: dict):
+    """A :class:`~plugin.models.torch_blackbox.Preprocessing` equal to the repo's own image processor.
+
+    Raises:
+        CheckpointError: a form we cannot reproduce exactly.
+    """
+    from plugin.models.torch_blackbox import Preprocessing
+
+    kind = str(cfg.get("image_processor_type") or cfg.get("feature_extractor_type") or "")
+    resample = cfg.get("resample", 2)
+    if resample not in PIL_RESAMPLE:
+        raise CheckpointError(f"preprocessor_config.json: resample {str(resample)[:20]} is not one we reproduce "
+                              f"(0 nearest, 2 bilinear, 3 bicubic)")
+    if cfg.get("do_resize", True) is False:
+        raise CheckpointError("preprocessor_config.json: do_resize is false; the input size is not fixed")
+    square_default = not (kind.startswith(_SHORTEST_EDGE_TYPES) or "crop_pct" in cfg)
+    form, size = _hw(cfg.get("size", 224), "size", square_default)
+    crop = None
+    if cfg.get("do_center_crop", "crop_size" in cfg and form == "shortest") and cfg.get("crop_size") is not None:
+        _, crop = _hw(cfg["crop_size"], "crop_size", True)
+    if form == "square":
+        h, w = size  # type: ignore[misc]
+        if crop is None:
+            input_hw, crop_pct, mode = (h, w), 1.0, "squash"
+        else:
+            ch, cw = crop
+            if ch * w != cw * h:
+                raise CheckpointError(f"preprocessor_config.json: crop {ch}x{cw} is not in the ratio of size {h}x{w}")
+            # +0.5: floor(crop / crop_pct) lands on the resize size despite float rounding.
+            input_hw, crop_pct, mode = (ch, cw), ch / (h + 0.5), "squash"
+    elif isinstance(cfg.get("crop_pct"), (int, float)) and not isinstance(cfg.get("crop_pct"), bool):
+        s, pct = int(size), float(cfg["crop_pct"])  # type: ignore[arg-type]
+        if not 0 < pct <= 1:
+            raise CheckpointError(f"preprocessor_config.json: crop_pct {pct} is not in (0, 1]")
+        if s < 384:  # ConvNeXt's rule: shorter side to s / crop_pct, then a centre crop of s
+            input_hw, crop_pct, mode = (s, s), s / (int(s / pct) + 0.5), "center"
+        else:
+            input_hw, crop_pct, mode = (s, s), 1.0, "squash"
+    elif crop is not None:
+        s = int(size)  # type: ignore[arg-type]
+        ch, cw = crop
+        if ch != cw or ch > s:
+            raise CheckpointError(f"preprocessor_config.json: crop {ch}x{cw} after a shorter side of {s} is not a "
+                                  f"square centre crop we reproduce")
+        input_hw, crop_pct, mode = (ch, cw), ch / (s + 0.5), "center"
+    else:
+        raise CheckpointError("preprocessor_config.json: a shortest_edge resize with no crop gives no fixed input size")
+    factor = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0
+    if cfg.get("do_normalize", True):
+        mean, std = _triple(cfg.get("image_mean", 0.5), "image_mean"), _triple(cfg.get("image_std", 0.5), "image_std")
+    else:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if any(s == 0 for s in std) or factor <= 0:
+        raise CheckpointError("preprocessor_config.json: image_std and rescale_factor must be non-zero")
+    scale = factor * 255.0  # our pipeline divides by 255: fold the repo's rescale into mean and std
+    return Preprocessing(input_size=(3, *input_hw), interpolation=PIL_RESAMPLE[resample], crop_pct=crop_pct,
+                         crop_mode=mode, mean=tuple(m / scale for m in mean), std=tuple(s / scale for s in std))
+
+
+def read_processor_config(path) -> dict:
+    """Parses ``preprocessor_config.json`` within the config limits."""
+    p = Path(path)
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ResourceLimitError(f"{p}: over the {MAX_CONFIG_BYTES}-byte limit for a config", "max_config_bytes",
+                                 MAX_CONFIG_BYTES)
+    return parse_config_text(p.read_text(encoding="utf-8", errors="replace"), str(p))
