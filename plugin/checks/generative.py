@@ -37,9 +37,9 @@ SAMPLER = ("generator", "steps", "guidance", "image_size", "dtype", "device", "b
 
 
 def unsettled(finding) -> bool:
-    """A class the corpus search did not settle: unfound, ambiguous, or marked uncertain."""
-    return (not finding.found or finding.ambiguous or getattr(finding, "state", "") == "uncertain"
-            or bool(getattr(finding, "uncertain", False)))
+    """A class the corpus search did not settle: unfound, ambiguous, or ``status`` "uncertain" (its answer
+    does not hold under resampling; read with getattr, so findings without a status work too)."""
+    return not finding.found or finding.ambiguous or getattr(finding, "status", "") == "uncertain"
 
 
 def stage_budget(ctx: CheckContext, config: GenerativeConfig) -> int | None:

@@ -248,18 +248,25 @@ class ClipEncoder:
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def _prepare(config: GenerativeConfig, check: Callable[[str], Path], path: str):
+    """(folder, device, torch dtype) once the extra, the folder and the device have passed their checks."""
+    require_extra()
+    folder = check(path)
+    device, dtype = device_and_dtype(config)
+    import torch
+
+    return folder, device, getattr(torch, dtype)
+
+
 @GENERATORS.register("diffusers")
 def load_diffusers_generator(config: GenerativeConfig) -> DiffusersGenerator:
     """The Stable Diffusion pipeline in ``config.sd_dir`` (checked first), on the config's device and dtype."""
-    require_extra()
-    folder = check_sd_folder(config.sd_dir)
-    device, dtype = device_and_dtype(config)
-    import torch
+    folder, device, dtype = _prepare(config, check_sd_folder, config.sd_dir)
     from diffusers import StableDiffusionPipeline
 
     with offline():
         pipe = StableDiffusionPipeline.from_pretrained(
-            folder, torch_dtype=getattr(torch, dtype), use_safetensors=True, local_files_only=True,
+            folder, torch_dtype=dtype, use_safetensors=True, local_files_only=True,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -270,14 +277,11 @@ def load_diffusers_generator(config: GenerativeConfig) -> DiffusersGenerator:
 @ENCODERS.register("clip")
 def load_clip_encoder(config: GenerativeConfig) -> ClipEncoder:
     """The CLIP model in ``config.clip_dir`` (checked first), with its tokenizer and image processor."""
-    require_extra()
-    folder = check_clip_folder(config.clip_dir)
-    device, dtype = device_and_dtype(config)
-    import torch
+    folder, device, dtype = _prepare(config, check_clip_folder, config.clip_dir)
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     with offline():
-        model = CLIPModel.from_pretrained(folder, dtype=getattr(torch, dtype), use_safetensors=True,
+        model = CLIPModel.from_pretrained(folder, dtype=dtype, use_safetensors=True,
                                           local_files_only=True, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         if (folder / "preprocessor_config.json").is_file():
