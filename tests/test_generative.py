@@ -254,6 +254,10 @@ def test_folders_with_pickles_or_code_are_refused(tiny_weights, tmp_path):
     (custom / "model_index.json").write_text(json.dumps({**index, "unet": ["my_lib", "MyUNet"]}))
     with pytest.raises(UnsafeCheckpointError, match="my_lib"):
         check_sd_folder(custom)
+    # An SD 1.x folder names its safety checker from diffusers' stable_diffusion module: allowed, never loaded.
+    (custom / "model_index.json").write_text(json.dumps({**index, "safety_checker": ["stable_diffusion",
+                                                                                     "StableDiffusionSafetyChecker"]}))
+    assert check_sd_folder(custom) == custom
     with pytest.raises(CheckpointError, match="no such folder"):
         check_sd_folder(tmp_path / "nowhere")
     with pytest.raises(CheckpointError, match="model_index.json"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -27,7 +28,9 @@ INSTALL_HINT = ("Method 1 needs the generative extra: pip install 'mlflow-domain
                 "text_encoder/, tokenizer/, scheduler/; safetensors) and --clip at a local CLIP folder "
                 "(e.g. openai/clip-vit-large-patch14 saved with safetensors)")
 PIPELINES = ("StableDiffusionPipeline",)  # model_index.json classes we load; anything else may want custom code
-LIBRARIES = ("diffusers", "transformers")  # where a pipeline component's class may come from
+# Where a pipeline component's class may come from: the two libraries, or diffusers' own stable_diffusion
+# module (SD 1.x folders name their safety checker so; we never load it).
+LIBRARIES = ("diffusers", "transformers", "stable_diffusion")
 PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SD_WEIGHTS = ("unet", "vae", "text_encoder")  # the components that carry weights
 
@@ -87,7 +90,7 @@ def check_sd_folder(path: str | Path) -> Path:
             continue
         if spec[0] not in LIBRARIES:
             raise UnsafeCheckpointError(f"{what} {path}: component {name} comes from {spec[0]!r}, not from "
-                                        f"{' or '.join(LIBRARIES)}")
+                                        f"{', '.join(LIBRARIES)}")
     for name in (*SD_WEIGHTS, "tokenizer", "scheduler"):
         if not isinstance(data.get(name), list) or not (folder / name).is_dir():
             raise CheckpointError(f"{what} {path}: component {name}/ is missing")
@@ -264,7 +267,8 @@ def load_diffusers_generator(config: GenerativeConfig) -> DiffusersGenerator:
     folder, device, dtype = _prepare(config, check_sd_folder, config.sd_dir)
     from diffusers import StableDiffusionPipeline
 
-    with offline():
+    with offline(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*")  # newer diffusers say dtype; >=0.30 needs this
         pipe = StableDiffusionPipeline.from_pretrained(
             folder, torch_dtype=dtype, use_safetensors=True, local_files_only=True,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)

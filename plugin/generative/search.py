@@ -94,10 +94,7 @@ class Scored:
     objective: float
 
     def dense(self, n: int) -> np.ndarray:
-        w = np.zeros(n, np.float64)
-        for j, v in self.weights:
-            w[j] = v
-        return w
+        return _dense(self.weights, n)
 
 
 @dataclass(frozen=True)
@@ -200,7 +197,7 @@ class _State:
         if not weights:
             return []
         self.seen.update(_key(w) for w in weights)
-        dense = np.stack([Scored(w, "", 0, 0, 0).dense(len(self.bank)) for w in weights])
+        dense = np.stack([_dense(w, len(self.bank)) for w in weights])
         text = self.bank.text(dense)
         images = np.asarray(self.generator.generate(self.bank.conditioning(dense), self.seeds))
         flat = list(images.reshape(-1, *images.shape[2:]))
@@ -283,6 +280,13 @@ def _make(op: str, kept: list[Scored], bank: PromptBank, config: GenerativeConfi
                 w[j], w[top] = w[j] + w[top], 0.0
                 return _sparse(w)
     return None
+
+
+def _dense(weights: tuple[tuple[int, float], ...], n: int) -> np.ndarray:
+    w = np.zeros(n, np.float64)
+    for j, v in weights:
+        w[j] = v
+    return w
 
 
 def _sparse(w: np.ndarray) -> tuple[tuple[int, float], ...]:
