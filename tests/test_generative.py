@@ -337,6 +337,8 @@ def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path):
     labels = bb.predict(list(images.reshape(-1, 32, 32, 3))).reshape(len(emb), 2)
     assert [float(np.mean(row == 0)) for row in labels] == [e["relevance"] for e in first["embeddings"]]
     assert np.array_equal(sample(generator, emb, first["seeds"]), images)
+    guided, _ = load(GenerativeConfig.from_options({**opts, "guidance": 3.0}))  # classifier-free guidance path
+    assert not np.array_equal(sample(guided, emb, first["seeds"]), images)
     assert encoder.encode_images(images[0]).shape == (2, 16)
     out = tmp_path / "more"
     assert main(["generative-sample", folder, "--generative", str(sd), "--seeds", "2", "--out", str(out)]) == 0
