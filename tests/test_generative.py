@@ -290,26 +290,32 @@ def test_cli_refuses_bad_weights_before_any_run(tiny_weights, tmp_path, capsys, 
 
 
 @pytest.mark.slow
-def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path):
+def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path, capsys):
     import mlflow
+    import yaml
 
     from plugin.cli import main
     from plugin.core.recipe import Recipe
     from plugin.demo.models import model_dir
     from plugin.generative.real import load, load_embeddings, sample
-    from plugin.investigate import investigate, load_blackbox
+    from plugin.investigate import load_blackbox
 
     sd, clip = tiny_weights
-    # 3 classes x (2 warm + 1 new candidates) x 2 seeds would be 18 queries: max_queries=14 stops the third class
-    # after one candidate.
-    opts = tiny_options(sd, clip, classes="all", max_queries=14, start_prompts=2, pool=3, guidance=1.0,
-                        montage_seeds=1)
-    recipe = Recipe.load("ci").replace(checks=("generative",), check_options={"generative": opts},
-                                       images_per_leaf=8, transforms_per_image=1)
-    inv = investigate(model_dir("footwear"), "demo", recipe, progress=False)
-    summary = inv.result.findings.extra["generative"]
+    # A small corpus pass; the generative knobs for tiny models. 3 classes x (2 warm + 1 new candidates) x 2 seeds
+    # would be 18 queries: --generative-budget 14 stops the third class after one candidate.
+    opts = {k: v for k, v in tiny_options(sd, clip, start_prompts=2, pool=3, guidance=1.0, montage_seeds=1).items()
+            if k not in ("sd_dir", "clip_dir")}
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump({"images_per_leaf": 8, "transforms_per_image": 1,
+                                           "check_options": {"generative": opts}}))
+    assert main(["investigate", "footwear", "--corpus", "demo", "--recipe", str(recipe_file), "--no-progress",
+                 "--generative", str(sd), "--clip", str(clip), "--generative-classes", "all",
+                 "--generative-budget", "14", "--json", str(tmp_path / "findings.json")]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "findings.json").read_text())["generative"]
     assert summary["classes_searched"] == [0, 1, 2]
     classes = summary["classes"]
+    assert printed.count(": generated '") == 3 and "check generative: generation named" in printed
     # Budget: the stage never passes max_queries; each class's queries are whole candidates of `seeds` samples.
     assert summary["queries"] == sum(c["queries"] for c in classes) == 14
     assert [c["queries"] for c in classes] == [6, 6, 2] and classes[2]["stopped"] == "budget"
@@ -317,27 +323,35 @@ def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path):
     named = summary["named_by"]
     assert named["generation"] == [c["index"] for c in classes if c["relevance"] >= 0.5]
     assert set(named["neither"]) == {0, 1, 2} - set(named["corpus"]) - set(named["generation"])
-    run = mlflow.get_run(inv.run_id)
-    assert run.data.metrics["generative.queries"] == summary["queries"]
+    (run_id,) = mlflow.search_runs(search_all_experiments=True)["run_id"]
+    run = mlflow.get_run(run_id)
+    assert run.data.metrics["generative.queries"] == 14
+    # Every knob is a param, the ones left at their defaults too.
     assert run.data.params["recipe.check_options.generative.k"] == "2"
-    assert run.data.metrics["queries_total"] == inv.result.findings.queries + summary["queries"]
+    assert run.data.params["recipe.check_options.generative.perturb_scale"] == "0.3"
+    assert run.data.params["recipe.check_options.generative.max_queries"] == "14"
+    search_queries = json.loads((tmp_path / "findings.json").read_text())["queries"]
+    assert run.data.metrics["queries_total"] == search_queries + 14
+    recipe = Recipe.load(str(recipe_file))
     first = classes[0]
     assert 1 <= len(first["embeddings"]) <= 2
     for e in first["embeddings"]:
         assert e["objective"] == pytest.approx(0.5 * e["generality"] + e["relevance"], abs=1e-5)
-    folder = mlflow.artifacts.download_artifacts(run_id=inv.run_id, artifact_path="generative/class_0000",
+    folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="generative/class_0000",
                                                  dst_path=str(tmp_path / "dl"))
     emb = load_embeddings(f"{folder}/embeddings.npy")
-    assert emb.shape == (len(first["embeddings"]), MAX_LEN, 32) and (tmp_path / "dl" / "class_0000" / "montage.png").is_file()
+    assert emb.shape == (len(first["embeddings"]), MAX_LEN, 32)
+    assert (tmp_path / "dl" / "class_0000" / "montage.png").is_file()
     # Anyone can sample more: the saved embeddings on the recorded seeds give back the recorded relevance.
-    generator, encoder = load(GenerativeConfig.from_options(opts))
+    full = {**opts, "sd_dir": str(sd), "clip_dir": str(clip)}
+    generator, encoder = load(GenerativeConfig.from_options(full))
     images = sample(generator, emb, first["seeds"])
     assert images.shape == (len(emb), 2, 32, 32, 3) and images.dtype == np.uint8
     bb = load_blackbox(model_dir("footwear"), recipe)
     labels = bb.predict(list(images.reshape(-1, 32, 32, 3))).reshape(len(emb), 2)
     assert [float(np.mean(row == 0)) for row in labels] == [e["relevance"] for e in first["embeddings"]]
     assert np.array_equal(sample(generator, emb, first["seeds"]), images)
-    guided, _ = load(GenerativeConfig.from_options({**opts, "guidance": 3.0}))  # classifier-free guidance path
+    guided, _ = load(GenerativeConfig.from_options({**full, "guidance": 3.0}))  # classifier-free guidance path
     assert not np.array_equal(sample(guided, emb, first["seeds"]), images)
     assert encoder.encode_images(images[0]).shape == (2, 16)
     out = tmp_path / "more"

@@ -47,6 +47,15 @@ def apply(args, recipe: Recipe) -> Recipe:
                           check_options={**recipe.check_options, NAME: config.to_options()})
 
 
+def print_summary(findings) -> None:
+    """Per searched class, what generation named it (the run's ``generative`` key), under the check's line."""
+    summary = findings.extra.get(NAME) or {}
+    for c in summary.get("classes", []):
+        top = c["embeddings"][0]["nearest_prompts"][0] if c["embeddings"] else "-"
+        print(f"  class {c['index']:4d}: generated {top!r} relevance={c['relevance']:.2f} "
+              f"generality={c['generality']:.2f} queries={c['queries']}")
+
+
 def cmd_sample(args) -> int:
     """Draws more samples from a found domain: the saved embeddings, the sampler the run used, new seeds."""
     import json
@@ -78,7 +87,8 @@ def cmd_sample(args) -> int:
 def add_parser(sub) -> None:
     s = sub.add_parser("generative-sample", help="draw more samples from embeddings a generative run saved")
     s.add_argument("folder", help="a run's generative/class_NNNN folder (or its embeddings.npy)")
-    s.add_argument("--generative", metavar="SD_DIR", required=True, help="the Stable Diffusion folder it was found with")
+    s.add_argument("--generative", metavar="SD_DIR", required=True,
+                   help="the Stable Diffusion folder it was found with")
     s.add_argument("--seeds", type=positive_int, default=16, help="samples per embedding (default 16)")
     s.add_argument("--first-seed", type=int, default=1_000_000, help="first seed (default 1000000)")
     s.add_argument("--out", required=True, help="folder for the PNGs")

@@ -37,6 +37,7 @@ def cmd_investigate(args) -> int:
     for name in plan.checks:
         summary = f.extra.get(name, {})
         print(f"  check {name}: {summary.get('verdict') or summary.get('reason') or summary.get('error') or 'done'}")
+    generative.print_summary(f)
     if args.json:
         print(f"findings written to {args.json}")
     return 0
