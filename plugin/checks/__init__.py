@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from plugin.checks.base import CHECKS, Check, CheckContext, CheckResult, register_check
 # The built-in checks register themselves on import. Their heavy dependencies
-# (gensim, scipy, training) are imported inside the check functions, so this stays cheap.
-from plugin.checks import aux, clone, dataset_index, labels  # noqa: E402,F401  isort: skip
+# (gensim, scipy, training; torch and diffusers for generative) are imported inside the check functions, so this stays cheap.
+from plugin.checks import aux, clone, dataset_index, generative, labels  # noqa: E402,F401  isort: skip
 
 
 def get_check(name: str) -> Check:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plugin.cli import demo, hub, investigate, scan
+from plugin.cli import demo, generative, hub, investigate, scan
 from plugin.core.errors import DomainFinderError, HubError
 from plugin.core.settings import io_threads, tracking_uri_default
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parsers(sub)
     scan.add_parsers(sub)
     hub.add_parser(sub)
+    generative.add_parser(sub)
     return p
 
 

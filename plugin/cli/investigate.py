@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from plugin import tracking
+from plugin.cli import generative
 from plugin.cli.common import add_check_options, add_run_options, check_args, positive_int, resolve_model
 from plugin.core.recipe import Recipe
 from plugin.investigate import identity_of, investigate, plan_investigation
@@ -14,6 +15,7 @@ def cmd_investigate(args) -> int:
     recipe = Recipe.load(args.recipe)
     if args.budget is not None:
         recipe = recipe.replace(query_budget=args.budget)
+    recipe = generative.apply(args, recipe)
     checks, options = check_args(args)
     progress = not args.no_progress
     plan = plan_investigation(args.corpus, recipe, checks, options, args.json, progress)
@@ -37,6 +39,7 @@ def cmd_investigate(args) -> int:
     for name in plan.checks:
         summary = f.extra.get(name, {})
         print(f"  check {name}: {summary.get('verdict') or summary.get('reason') or summary.get('error') or 'done'}")
+    generative.print_summary(f)
     if args.json:
         print(f"findings written to {args.json}")
     return 0
@@ -55,4 +58,5 @@ def add_parser(sub) -> None:
     s.add_argument("--run-name", default=None)
     add_run_options(s)
     add_check_options(s)
+    generative.add_options(s)
     s.set_defaults(func=cmd_investigate)
