@@ -217,6 +217,7 @@ def random_search(target, bb, gen, enc, config, budget, rng):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=8, help="models (each with its own classes and seed)")
+    ap.add_argument("--first-model", type=int, default=0, help="seed of the first model (8 for a held-out set)")
     ap.add_argument("--classes", type=int, default=4)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a GenerativeConfig field")
     args = ap.parse_args(argv)
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     gen, enc = ProceduralGenerator(), ProceduralEncoder()
     m1 = base = total = queries = 0
     t0 = time.perf_counter()
-    for run in range(args.runs):
+    for run in range(args.first_model, args.first_model + args.runs):
         rng = np.random.default_rng(run)
         pairs = list(itertools.product(COLOURS, SHAPES))
         classes = [pairs[int(i)] for i in rng.choice(len(pairs), size=args.classes, replace=False)]
