@@ -108,7 +108,7 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
             tracking.log_params({"scan.tasks_in_flight": pool.size})
         if opts.progress:
             print(f"scan {source_spec}: starting (scan run {report.run_id[:8]}, experiment {exp}, backend "
-                  f"{opts.backend}{f', {pool.size} models at once' if pool else ''}); listing models", flush=True)
+                  f"{opts.backend}{f', up to {pool.size} tasks in flight' if pool else ''}); listing models", flush=True)
         if pool is None:
             # Listing first gives the bar its total and ETA; each entry keeps only what triage needs, not
             # its card (up to 512 KiB) and config (up to 4 MiB), so a hostile hub's listing stays small.

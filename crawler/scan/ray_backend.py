@@ -4,17 +4,20 @@ The scan process is Ray's driver. It lists lazily and claims each model in the
 ledger (creating its child run) as before; then, instead of investigating it
 itself, it submits one Ray task that fetches the pinned revision onto its node
 and runs :func:`crawler.scan.backends.run_claimed` there: the very path of the
-local backend, spawned worker and its limits included. At most as many tasks
-are in flight as fit the cluster's CPUs and GPUs at once, so the driver's
-memory does not grow with the hub.
+local backend, spawned worker and its limits included. At most twice as many
+tasks are in flight as fit the cluster's CPUs and GPUs at once (re-read as
+nodes come and go), so the driver's memory does not grow with the hub, no
+slot idles between two tasks, and an autoscaler (KubeRay) sees the queue as
+demand for more nodes.
 
 * **Retries.** Ray retries a task whose worker or node died. The retry
   investigates into the same run, and only while it is RUNNING
   (:func:`crawler.scan.ledger.still_open`): no second run, no reopened one.
   Each start is counted on the run (``task_attempt``) with the node it ran on.
-* **Timeouts.** A task still running ``timeout_s`` plus the fetch deadline
-  plus a minute after it was submitted is cancelled (its worker killed) and
-  its run ends FAILED ``timeout``; the worker's own timer normally comes first.
+* **Timeouts.** A task not done twice ``timeout_s`` plus the fetch deadline
+  (it may have queued behind one model) plus a minute after it was submitted
+  is cancelled (its worker killed) and its run ends FAILED ``timeout``; the
+  worker's own timer normally comes first.
 * **Tracking.** Every node writes to the same tracking store, so a cluster
   needs a tracking server (``mlflow server``, artifacts proxied with
   ``--serve-artifacts`` or in shared object storage); a ``sqlite:`` or file
@@ -39,6 +42,7 @@ from plugin.outcomes import CRASH, T_NODE, T_TASK_ATTEMPT, TIMEOUT
 RAY_MISSING = "--backend ray needs Ray, which is not installed: pip install .[ray]"
 TASK_RETRIES = 2  # Ray's retries after a worker or node died; each investigates into the same run
 CANCEL_SLACK_S = 60.0
+QUEUE_FACTOR = 2  # tasks in flight per slot that fits: one running, one queued behind it
 
 
 @dataclass(frozen=True)
@@ -144,23 +148,24 @@ def _investigate(job: Job) -> str:
 
 
 class RayPool:
-    """Submits jobs as Ray tasks, at most :func:`capacity` in flight; yields each finished job's run id."""
+    """Submits jobs as Ray tasks, at most ``QUEUE_FACTOR`` x :func:`capacity` in flight."""
 
     def __init__(self, opts: ScanOptions):
         ray = _ray()
         self.opts = opts
-        self.size = capacity(opts)
+        self.size = capacity(opts) * QUEUE_FACTOR
         self.remote = ray.remote(_investigate).options(
             num_cpus=opts.cpus_per_model, num_gpus=opts.gpus_per_model, max_retries=TASK_RETRIES,
             retry_exceptions=False)
         self.in_flight: dict = {}  # ObjectRef -> (run_id, deadline, key)
-        self.grace_s = opts.timeout_s + opts.fetch_deadline_s + CANCEL_SLACK_S
+        self.grace_s = QUEUE_FACTOR * (opts.timeout_s + opts.fetch_deadline_s) + CANCEL_SLACK_S
 
     def submit(self, job: Job, key) -> list:
         """Submits ``job``; returns the keys of jobs that finished meanwhile (waits while the pool is full)."""
         done = []
         while len(self.in_flight) >= self.size:
             done += self._collect(block=True)
+            self.size = capacity(self.opts) * QUEUE_FACTOR  # nodes joined (autoscaler) or died
         ref = self.remote.remote(job)
         self.in_flight[ref] = (job.run_id, time.monotonic() + self.grace_s, key)
         return done + self._collect(block=False)
