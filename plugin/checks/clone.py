@@ -143,15 +143,19 @@ def resolve_true_data(ctx: CheckContext, num_classes: int) -> TrueData | str:
 
 def found_transfer_set(ctx: CheckContext, rng: np.random.Generator, max_transfer: int):
     """Transfer set A: (images, black-box labels, queries spent, pairs)."""
-    pairs = [(int(j), int(k)) for cs in ctx.result.classes for j, k in cs.samples]
-    pairs = list(dict.fromkeys(pairs))  # one image is one training example
+    # A found sample is an image whose original came back as its class (step 4 on real images: the score
+    # pass's originals or the filtering's own queries), so with include_original its label is known already.
+    owner = {}
+    for cs in ctx.result.classes:
+        for j, k in cs.samples:
+            owner.setdefault((int(j), int(k)), cs.finding.index)  # one image is one training example
+    pairs = list(owner)
     if len(pairs) > max_transfer:
         keep = np.sort(rng.choice(len(pairs), size=max_transfer, replace=False))
         pairs = [pairs[i] for i in keep]
     images = [ctx.corpus.leaves[j].images[k] for j, k in pairs]
     if ctx.recipe.include_original:
-        labels = np.array([ctx.result.scores.labels[j][k, 0] for j, k in pairs], dtype=np.int64)
-        return images, labels, 0, pairs
+        return images, np.array([owner[p] for p in pairs], dtype=np.int64), 0, pairs
     labels = np.asarray(ctx.blackbox.predict(images), dtype=np.int64) if images else np.zeros(0, np.int64)
     return images, labels, len(images), pairs
 
