@@ -20,6 +20,7 @@ from plugin import tracking
 from plugin.artifacts import write_artifacts
 from plugin.checks import CheckContext, CheckResult, get_check
 from plugin.core.corpus import Corpus
+from plugin.core.contradiction import index_contradiction_flag
 from plugin.core.flags import label_contradiction_flag, with_flags
 from plugin.core.errors import ConfigError, CorpusError, DomainFinderError
 from plugin.core.recipe import Recipe
@@ -32,6 +33,7 @@ from plugin.models.checkpoint import inspect_checkpoint
 from plugin.models.torch_blackbox import TorchBlackBox
 from plugin.report import investigation_html, shorten
 from plugin.tracking import T_CHECK, T_DOMAIN_SYNSET, T_STATUS, ModelIdentity, investigating
+from plugin import view
 
 TOOL = "mlflow-domain-finder"
 
@@ -236,6 +238,10 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
             flag = label_contradiction_flag(labels.summary) if labels else None
             if flag:  # the one flag the search cannot raise alone: it needs the label names
                 result.findings = with_flags(result.findings, [flag])
+            index = next((c for c in done if c.name == "dataset_index" and c.applicable), None)
+            flag = index_contradiction_flag(index.summary, result.findings.classes) if index else None
+            if flag:  # the dataset_index check and the search disagree: say so
+                result.findings = with_flags(result.findings, [flag])
             bar.stage("verdict")
             order = next((str(c.summary.get("verdict")) for c in done if c.name == "dataset_index" and c.applicable),
                          None)
@@ -248,9 +254,9 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
             result.findings = replace(conclude(result.findings, corpus_obj, recipe, order), provenance=provenance)
             f = result.findings
             v = f.verdict
-            headline = tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
+            headline = view.rounded(tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
                                                  found_fraction=f.found_fraction, confidence=v.confidence,
-                                                 queries_total=bb.num_queries)
+                                                 queries_total=bb.num_queries))
             tracking.log_metrics({**headline, "mean_functional_score": f.mean_functional_score,
                                   "queries": float(f.queries), "wall_time_s": seconds,
                                   "score_pass_time_s": result.scores.seconds})
@@ -268,10 +274,14 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
             dataset_order = order if order and order != NO_DATASET_ORDER else "none"
             domain = v.domain.name if v.domain else (format_domains(v.domains, 3) if v.kind == "several-domains"
                                                       else "none")
-            tracking.set_tags({**tracking.headline_tags(domain=domain, verdict=v.kind,
+            if name == identity.model_id:  # no name of the caller's: the run's name is the headline
+                name = view.run_name(identity.model_id, outcome=tracking.INVESTIGATE, domain=domain,
+                                     confidence=v.confidence)
+            tracking.set_tags({**tracking.headline_tags(domain=view.short(domain), verdict=v.kind,
                                                         outcome=tracking.INVESTIGATE, dataset_order=dataset_order),
                                T_DOMAIN_SYNSET: v.domain.synset if v.domain else "", T_STATUS: "finished",
-                               **tracking.flag_tags(f),
+                               **tracking.flag_tags(f), "flags": view.short(",".join(
+                                   dict.fromkeys(fl.kind for fl in f.flags)) or "none"), tracking.RUN_NAME: name,
                                **{f"{T_CHECK}{c.name}": _check_tag(c) for c in done}})
             tracking.describe_run(run_description(f, checks_view))
         if json_out:

@@ -41,6 +41,7 @@ class ScanOptions:
         read_timeout_s: abort a hub request that sends nothing for this long.
         retry_failed: retry settled failures of this category (``all`` for every one) now.
         retry_backoff_s: the first backoff after a second transient failure (doubling, at most a week).
+        ui_url: the MLflow UI's address, for absolute links in ``scan_report.html``.
     """
 
     corpus: str = "demo"
@@ -61,6 +62,7 @@ class ScanOptions:
     read_timeout_s: float = 30.0
     retry_failed: str | None = None
     retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S
+    ui_url: str = ""  # the MLflow UI's address for scan_report.html's links ("" : from the tracking URI)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -81,6 +83,8 @@ class ScanOptions:
                 raise ConfigError(f"{name} must be > 0, got {v:g}")
         if self.read_timeout_s <= 0 or self.retry_backoff_s < 0:
             raise ConfigError("read_timeout_s must be > 0 and retry_backoff_s >= 0")
+        if self.ui_url and not self.ui_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--ui-url must be an http(s) address, got {self.ui_url[:200]!r}")
         if self.retry_failed is not None and self.retry_failed not in RETRY_CHOICES:
             raise ConfigError(f"--retry-failed {self.retry_failed!r}: valid: {', '.join(RETRY_CHOICES)}")
 
@@ -114,4 +118,4 @@ class ScanOptions:
         return {"scan.corpus": str(self.corpus), "scan.backend": self.backend,
                 "scan.include_documented": self.include_documented, "scan.max_bytes": self.max_bytes,
                 "scan.timeout_s": self.timeout_s, "scan.limit": self.limit, "scan.worker_memory": self.worker_memory,
-                "scan.worker_cpu_s": self.cpu_limit_s, "scan.retry_failed": self.retry_failed}
+                "scan.worker_cpu_s": self.cpu_limit_s, "scan.retry_failed": self.retry_failed, "scan.ui_url": self.ui_url}

@@ -42,12 +42,14 @@ from crawler.scan.backends import WorkerLimits, run_isolated, submit_kubernetes
 from crawler.scan.ledger import classify_error, find_audit, limits_of
 from crawler.scan.options import ScanOptions
 from crawler.scan.report import ScanReport, ScanRow, summary_csv
+from crawler.scan.view import downloaded_hashes
 from crawler.sources import HubModel, ModelSource, get_source
 from plugin import tracking
 from plugin.core.recipe import Recipe
 from plugin.models.checkpoint import preflight
 from plugin.models.hub_layout import is_classifier
 from plugin.report import shorten
+from plugin.view import ui_base
 from plugin.tracking import (ALREADY_AUDITED, FAILED, INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, SUBMITTED,
                              T_DOC_SCORE, T_DOMAIN, T_ERROR, T_MODEL_ID, T_OUTCOME, T_REVISION, T_SOURCE, T_STATUS,
                              T_OWNER, T_VERDICT)
@@ -76,7 +78,6 @@ def scan(source_spec: str, corpus: str = "demo", recipe: Recipe | str | None = N
 
 def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
     """Scans ``source_spec`` once with validated options."""
-    t_scan = time.time()
     source_opts = dict(opts.source_options)
     if opts.limit is not None:
         source_opts["limit"] = opts.limit
@@ -110,7 +111,7 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
             report.rows.append(row)
             bar.done(_row_line(row))
         bar.close()
-        report.seconds = time.time() - t_scan
+        report.seconds = time.time() - parent.info.start_time / 1000  # the run's own duration, to the second
         counts: dict[str, int] = {}
         for r in report.rows:
             counts[r.outcome] = counts.get(r.outcome, 0) + 1
@@ -118,7 +119,8 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
                               **{f"scan.{k}": v for k, v in counts.items()}})
         tracking.log_text(summary_csv(report.rows), "scan_summary.csv")
         tracking.log_text(report.table(), "scan_summary.md")
-        tracking.log_text(report.html(), "scan_report.html")
+        tracking.log_text(report.html(ui_base(tracking.tracking_uri(), opts.ui_url)), "scan_report.html")
+        tracking.describe_run(report.description())
         ledger.release(parent.info.run_id)
     print(report.table(), end="")
     return report
@@ -187,7 +189,7 @@ def _triage(model: HubModel, opts: ScanOptions, doc, encoder: bool) -> ScanRow |
         return row
     if not doc.undocumented and not opts.include_documented:
         row.outcome = SKIPPED_DOCUMENTED
-        row.reason = (f"documentation score {doc.score:.2f}"
+        row.reason = (f"undocumented score {doc.score:.2f}"
                       + (f"; datasets: {', '.join(doc.datasets)}" if doc.datasets else "")
                       + ("; " + "; ".join(doc.reasons) if doc.reasons else ""))
         return row
@@ -265,6 +267,7 @@ def _scan_one(target: _Target, model: HubModel, opts: ScanOptions, listed: _List
         fetched = target.source.fetch_verified(model, Path(tmp) / "model", max_bytes=opts.max_bytes,
                                                deadline=time.monotonic() + opts.fetch_deadline_s)
         verified = fetched.verified
+        tracking.set_run_tags(run_id, downloaded_hashes(fetched.folder, tracking.TAG_PREFIX + "sha256."))
         preflight(fetched.folder)  # config limits, safetensors header, pickle allowlist: before any worker
         result = run_isolated(run_id, fetched.folder, str(opts.corpus), opts.recipe, model.repo_id, model.sha,
                               target.source_spec, opts.timeout_s, WorkerLimits(opts.worker_memory, opts.cpu_limit_s))

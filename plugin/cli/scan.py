@@ -46,6 +46,8 @@ def add_scan_options(s: argparse.ArgumentParser) -> None:
                    help="address-space limit of each investigation worker, bytes (default: 16 GiB)")
     s.add_argument("--worker-cpu", type=float, default=None,
                    help="CPU-time limit of each worker, seconds (default: --timeout x CPU count)")
+    s.add_argument("--ui-url", default="", help="the MLflow UI's address (http://host:port/), for links in "
+                   "scan_report.html; default: the tracking URI when it is http(s), else links by run id")
     s.add_argument("--experiment", default=None,
                    help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'domain-finder')")
 
@@ -61,7 +63,7 @@ def scan_kwargs(args) -> dict:
                 limit=args.limit, source_options=opts, work_dir=args.work_dir,
                 retry_failed=getattr(args, "retry_failed", None),
                 worker_memory=getattr(args, "worker_memory", DEFAULT_WORKER_MEMORY),
-                worker_cpu_s=getattr(args, "worker_cpu", None))
+                worker_cpu_s=getattr(args, "worker_cpu", None), ui_url=getattr(args, "ui_url", "") or "")
 
 
 def _validated(args) -> dict:

@@ -1,0 +1,165 @@
+"""How a run reads in the MLflow UI: headline run names, short values, rounding, the shared view, links.
+
+Pure string building, no MLflow: :mod:`plugin.tracking` logs what this
+returns. The MLflow UI (3.x) shows a run's name in every view, but tag and
+metric columns only once picked, at 100 px each, cut with an ellipsis. So:
+
+- the run name carries the answer (``upper-body · garment · 0.42``), short
+  enough for the name column (:data:`NAME_CHARS`); the model id stays a tag;
+- headline tag values are short and headline metrics keep 3 significant digits;
+- the experiment carries a *shared view* (``mlflow.sharedViewState.<key>``,
+  what the UI's "Share" button writes): headline columns picked and sized,
+  failures first (sorted by confidence, which also lists child runs flat
+  instead of folded under their scan); :func:`view_url` opens it;
+- links to runs are absolute (``http://host/#/experiments/1/runs/<id>``) and
+  carry no ``target``: MLflow shows an HTML artifact in an iframe sandboxed to
+  ``allow-scripts``, where ``target=_blank`` is a blocked pop-up and a
+  relative ``#/...`` link resolves against the frame's ``blob:`` URL.
+"""
+from __future__ import annotations
+
+import json
+import math
+from urllib.parse import urlsplit
+
+SEP = " \u00b7 "  # the middle dot between the parts of a run name
+NAME_CHARS = 30  # what the headline view's 270 px name column shows uncut
+VALUE_CHARS = 28  # a headline tag value (domain, flags) in a 200 px column
+VIEW_KEY = "headline"
+VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
+ML_WORKFLOW = "workflowType=machine_learning"  # the UI's "Model training" mode: runs table, not GenAI overview
+FAILURES_FIRST_BY = "confidence"  # refused and failed runs log 0; sorting on it also un-nests child runs
+# Columns of the headline view, left to right, with their widths in px; the UI's ids are `type.`key``.
+VIEW_COLUMNS = (("attributes.`Run Name`", 270), ("tags.`outcome`", 130), ("tags.`domain`", 200),
+                ("tags.`verdict`", 135), ("metrics.`confidence`", 95), ("metrics.`found_fraction`", 95),
+                ("tags.`flags`", 190), ("runDateAndNestInfo", 120), ("duration", 80))
+
+
+def sig3(x: float) -> float:
+    """``x`` to 3 significant digits (0.125761 -> 0.126), so metric cells are not cut; NaN and inf kept."""
+    x = float(x)
+    if x == 0 or not math.isfinite(x):
+        return x
+    return float(f"{x:.3g}")
+
+
+def rounded(metrics: dict) -> dict[str, float]:
+    """Every value through :func:`sig3`."""
+    return {k: sig3(v) for k, v in metrics.items()}
+
+
+def short(text: str, limit: int = VALUE_CHARS) -> str:
+    """``text`` on one line, at most ``limit`` characters, cut at a word or comma with an ellipsis."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    for sep in (", ", " "):
+        if sep in cut:
+            cut = cut[:cut.rindex(sep)]
+            break
+    return cut.rstrip(" ,;:\u00b7") + "\u2026"
+
+
+def short_model(model_id: str) -> str:
+    """The model's own name: the last part of ``owner/name`` (the full id stays in the ``model_id`` tag)."""
+    return str(model_id).rstrip("/").rsplit("/", 1)[-1] or str(model_id)
+
+
+def run_name(model_id: str, *, outcome: str, domain: str = "", confidence: float | None = None) -> str:
+    """The run's name as the headline: ``upper-body · garment · 0.42``; a failure leads with its outcome.
+
+    A refused or failed run reads ``REFUSED-UNSAFE · name``, upper case, so
+    it stands out in a table of lower-case answers. At most :data:`NAME_CHARS`:
+    the domain is cut first, the model name only if it alone is too long.
+    """
+    model = short_model(model_id)
+    if outcome != "investigate":
+        return short(f"{outcome.upper()}{SEP}{model}", NAME_CHARS)
+    conf = "" if confidence is None else f"{SEP}{confidence:.2f}"
+    model = short(model, NAME_CHARS - len(conf) - 8)  # leaves room for a few letters of the domain
+    room = NAME_CHARS - len(model) - len(conf) - len(SEP)
+    return f"{model}{SEP}{short(domain or 'none', room)}{conf}"
+
+
+def view_state() -> str:
+    """The headline view as the JSON the UI reads from ``mlflow.sharedViewState.<key>``."""
+    ids = [c for c, _ in VIEW_COLUMNS]
+    return json.dumps({
+        "searchFilter": "", "orderByKey": f"metrics.`{FAILURES_FIRST_BY}`", "orderByAsc": True,
+        "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+        "selectedColumns": [c for c in ids if c.startswith(("tags.", "metrics.", "params."))],
+        "columnOrder": ids, "columnWidths": dict(VIEW_COLUMNS),
+        "runsExpanded": {}, "runsPinned": [], "runsHidden": [], "runsVisibilityMap": {},
+        "runsHiddenMode": "FIRST_10_RUNS", "viewMaximized": False, "runListHidden": False,
+        "isAccordionReordered": False, "useGroupedValuesInCharts": True, "hideEmptyCharts": True,
+        "groupBy": None, "groupsExpanded": {}, "autoRefreshEnabled": False,
+    }, sort_keys=True)
+
+
+def ui_base(tracking_uri: str = "", ui_url: str = "") -> str:
+    """The MLflow UI's address: ``ui_url`` if given, else an ``http(s)`` tracking URI; "" when unknown.
+
+    A ``sqlite:`` or file store has no server, so no address can be derived
+    (``mlflow ui`` may later serve it anywhere).
+    """
+    base = (ui_url or "").strip()
+    if not base and urlsplit(tracking_uri or "").scheme in ("http", "https"):
+        base = tracking_uri
+    if not base:
+        return ""
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) address: {base[:200]!r}")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/"
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the UI at ``base`` (see :func:`ui_base`); "" when ``base`` is unknown."""
+    if not base or not run_id:
+        return ""
+    return f"{base}#/experiments/{experiment_id}/runs/{run_id}?{ML_WORKFLOW}"
+
+
+def view_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs in the headline view; relative (``#/...``) when ``base`` is "" (for descriptions)."""
+    return f"{base}#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&{ML_WORKFLOW}"
+
+
+def evidence_sentence(kind: str, classes, evidence: dict) -> str:
+    """A flag's evidence as one or two plain sentences (the raw dict stays in ``findings.json``)."""
+    ev = evidence or {}
+    cls = ", ".join(map(str, classes))
+    if kind == "mixed-domains" and ev.get("groups"):
+        groups = "; ".join(_group(g) for g in ev["groups"])
+        return (f"The found classes split into {len(ev['groups'])} groups at least {ev.get('min_distance')} hops "
+                f"apart in the hierarchy: {groups}.")
+    if kind == "label-contradiction" and ev.get("labels"):
+        parts = ", ".join(f"class {r.get('class')} is named '{r.get('label')}' but answers for "
+                          f"{_name(r.get('domain')) or 'another domain'}" for r in ev["labels"][:6])
+        more = " That is most of the found classes." if ev.get("majority") else ""
+        return f"The label names disagree with the search: {parts}.{more}"
+    if kind == "index-contradiction":
+        return ev.get("sentence") or f"The dataset_index check and the search disagree on classes {cls}."
+    if kind == "decoy-suspected":
+        sides = " and ".join(_name(d) or "?" for d in ev.get("domains") or []) or "two far-apart domains"
+        return (f"Classes {cls} each answer strongly for {sides}, paired one-to-one with leaves on both sides: "
+                "the signature of planted back doors. Hard labels cannot say which side is planted.")
+    if kind == "sink-class":
+        return f"Class {cls} takes many leaves far from its own domain: the model labels everything, so it is a sink."
+    return f"{kind} on classes {cls}."
+
+
+def _name(node) -> str:
+    if isinstance(node, dict):
+        return str(node.get("name") or node.get("synset") or "")
+    return str(node or "")
+
+
+def _group(group) -> str:
+    """One group of ``mixed-domains`` evidence: its domain and classes, whatever shape the flag gave it."""
+    if isinstance(group, dict):
+        domain = _name(group.get("domain")) or "?"
+        classes = group.get("classes", [])
+        return f"{domain} (classes {', '.join(map(str, classes))})"
+    return str(group)
