@@ -34,8 +34,8 @@ td,th{border:1px solid #dde;padding:4px 6px;vertical-align:top;text-align:left;o
 th{background:#f4f5fa} tr.alarm td{background:#fde3e3;color:#7f1010;font-weight:600}
 code{font-size:12px}
 """
-COLUMNS = (("outcome", "12%"), ("model", "16%"), ("answer", "22%"), ("flags", "14%"), ("found / queries / s", "10%"),
-           ("reason", "16%"), ("run", "10%"))
+COLUMNS = (("outcome", "11%"), ("model", "13%"), ("answer", "19%"), ("flags", "13%"), ("found / queries / s", "9%"),
+           ("reason", "27%"), ("run", "8%"))
 
 
 def attention_first(rows: Sequence[dict]) -> list[dict]:
