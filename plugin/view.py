@@ -23,17 +23,17 @@ import math
 from urllib.parse import urlsplit
 
 SEP = " \u00b7 "  # the middle dot between the parts of a run name
-NAME_CHARS = 26  # what the headline view's 210 px name column shows uncut
+NAME_CHARS = 28  # what the headline view's 240 px name column shows uncut
 VALUE_CHARS = 24  # a headline tag value (domain, flags) in a 165 px column
 VIEW_KEY = "headline"
 VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
 ML_WORKFLOW = "workflowType=machine_learning"  # the UI's "Model training" mode: runs table, not GenAI overview
 FAILURES_FIRST_BY = "confidence"  # refused and failed runs log 0; sorting on it also un-nests child runs
 # Columns of the headline view, left to right, with their widths in px; the UI's ids are `type.`key``.
-# They fit the 1,160 px the table gets at 1600 px beside MLflow's assistant panel; the UI pins Created second.
-VIEW_COLUMNS = (("attributes.`Run Name`", 210), ("runDateAndNestInfo", 95), ("tags.`outcome`", 118),
+# At 1600 px the table gets 1,330 px (940 beside MLflow's assistant panel: name to confidence); Created is pinned.
+VIEW_COLUMNS = (("attributes.`Run Name`", 240), ("runDateAndNestInfo", 95), ("tags.`outcome`", 118),
                 ("tags.`domain`", 165), ("tags.`verdict`", 125), ("metrics.`confidence`", 88),
-                ("metrics.`found_fraction`", 95), ("tags.`flags`", 180), ("duration", 80))
+                ("metrics.`found_fraction`", 95), ("tags.`flags`", 175), ("duration", 80))
 
 
 def sig3(x: float) -> float:

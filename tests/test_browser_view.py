@@ -119,8 +119,15 @@ def test_runs_table_shows_the_headline_uncut(served, browser):
     page = _page(browser)
     page.goto(view.view_url(base, exp))
     page.wait_for_selector(".ag-row", timeout=60_000)
+    # MLflow 3.17 opens its "Assistant" beta panel over a third of the page; one click closes it for good
+    # (the headline view's columns need 1,175 px: name to confidence fit beside the panel, all without it).
+    close = page.locator("button[data-component-id='mlflow.assistant.chat_panel.close']")
+    if close.count():
+        close.click()
     page.wait_for_timeout(1000)
     _shot(page, "mlflow-runs.png")
+    right = page.locator(".ag-body-viewport").first.bounding_box()
+    right = right["x"] + right["width"]
     for model, run in kids.items():
         name = run.info.run_name
         assert name.startswith("REFUSED-UNSAFE" if model == "t/unsafe" else "good \u00b7"), name
@@ -134,7 +141,7 @@ def test_runs_table_shows_the_headline_uncut(served, browser):
             box = page.locator(f".ag-row[row-index='{row}'] .ag-cell[col-id='{col}']").first
             assert box.is_visible(), (model, col)
             b = box.bounding_box()
-            assert b and b["x"] + b["width"] <= SIZE["width"], (model, col, b)  # on screen at 1600 px, no scrolling
+            assert b and b["x"] + b["width"] <= right + 1, (model, col, b, right)  # on screen, no scrolling
             text = box.inner_text().strip()
             assert text and text != "-" or col == "tags.`flags`" and model == "t/unsafe", (model, col, text)
             if value is not None:
@@ -166,16 +173,20 @@ def test_scan_links_open_the_runs(served, browser, tmp_path):
     base, exp, report = served
     kids = _kids(served)
     good = kids["t/good"]
-    # The scan run's description: Markdown the UI renders itself, so its links open the run.
+    # The scan run's description: Markdown the UI renders itself (its links open a new tab), so they open the run.
     page = _page(browser)
     page.goto(f"{base}#/experiments/{exp}/runs/{report.run_id}?{view.ML_WORKFLOW}")
-    link = page.locator(f"a[href*='runs/{good.info.run_id}']").first
+    link = page.locator(f"a[target='_blank'][href*='runs/{good.info.run_id}']").first
     link.wait_for(timeout=60_000)
     _shot(page, "mlflow-scan-run.png")
-    link.click()
-    page.wait_for_url(f"**/runs/{good.info.run_id}**", timeout=30_000)
-    page.get_by_text(good.info.run_name).first.wait_for(timeout=30_000)
-    _shot(page, "mlflow-run.png")
+    with page.expect_popup() as popup:
+        link.click()
+    run_page = popup.value
+    run_page.set_viewport_size(SIZE)
+    run_page.get_by_text(good.info.run_name).first.wait_for(timeout=60_000)
+    assert f"runs/{good.info.run_id}" in run_page.url
+    _shot(run_page, "mlflow-run.png")
+    run_page.close()
     # scan_report.html inline under Artifacts: red refusal first, absolute links to the server, nothing cut.
     page.goto(f"{base}#/experiments/{exp}/runs/{report.run_id}/artifacts/scan_report.html?{view.ML_WORKFLOW}")
     frame = page.frame_locator("iframe.mlflow-html-iframe")
