@@ -61,7 +61,7 @@ def test_scan_page_puts_refusals_first_loud_and_links_runs():
     bare = report.html("")
     assert "<code title=\"run id\">r2</code>" in bare and "href" not in bare.split("<table>")[1]
     md = scan_description("demo", [r.__dict__ for r in rows], experiment_id="7", seconds=12.0)
-    assert "**REFUSED-UNSAFE 1**" in md and "[r2](#/experiments/7/runs/r2)" in md
+    assert "**REFUSED-UNSAFE 1**" in md and "[r2](#/experiments/7/runs/r2?workflowType=machine_learning)" in md
     assert md.index("| **REFUSED-UNSAFE** | t/unsafe") < md.index("t/good")
 
 

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from plugin.view import run_url, view_url
+from plugin.view import ML_WORKFLOW, run_url, view_url
 
 # Outcomes that need no look (done, or settled before): everything else is a security verdict or a failure.
 QUIET = ("investigate", "already-audited", "skipped-documented", "skipped-encoder", "submitted")
@@ -108,7 +108,7 @@ def scan_description(source: str, rows: Sequence[dict], *, experiment_id: str, s
     ranked = attention_first(rows)
     for r in ranked[:DESCRIPTION_ROWS]:
         rid = r.get("run_id") or ""
-        run = f"[{rid[:8]}](#/experiments/{experiment_id}/runs/{rid})" if rid else "-"
+        run = f"[{rid[:8]}](#/experiments/{experiment_id}/runs/{rid}?{ML_WORKFLOW})" if rid else "-"
         outcome = r.get("outcome", "")
         outcome = outcome if outcome in QUIET else f"**{outcome.upper()}**"
         lines.append(f"| {_md(outcome)} | {_md(r.get('repo', ''))} | {_md(_answer(r))} | "
