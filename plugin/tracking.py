@@ -268,7 +268,8 @@ def use_experiment(name: str | None = None) -> str | None:
     exp = mlflow.set_experiment(name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
     if NOTE not in exp.tags:  # with a link to the shared headline view (columns picked, failures first)
         client().set_experiment_tag(exp.experiment_id, NOTE, EXPERIMENT_DESCRIPTION + "\n\n[Open the headline view]("
-                                    + view.view_url("", exp.experiment_id) + ").")
+                                    + view.view_url("", exp.experiment_id) + "), [compare the headline metrics]("
+                                    + view.view_url("", exp.experiment_id, charts=True) + ").")
     if exp.tags.get(view.VIEW_TAG) != view.view_state():
         client().set_experiment_tag(exp.experiment_id, view.VIEW_TAG, view.view_state())
     if EXPERIMENT_KIND not in exp.tags:  # the UI then opens on the runs table, not the GenAI overview

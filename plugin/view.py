@@ -34,6 +34,8 @@ FAILURES_FIRST_BY = "confidence"  # refused and failed runs log 0; sorting on it
 VIEW_COLUMNS = (("attributes.`Run Name`", 240), ("runDateAndNestInfo", 95), ("tags.`outcome`", 118),
                 ("tags.`domain`", 165), ("tags.`verdict`", 125), ("metrics.`confidence`", 88),
                 ("metrics.`found_fraction`", 95), ("tags.`flags`", 175), ("duration", 80))
+# The view's chart mode: one section, a parallel-coordinates plot of the headline metrics, then two bars.
+CHART_METRICS = ("confidence", "found_fraction", "classes_found", "queries_total")
 
 
 def sig3(x: float) -> float:
@@ -95,6 +97,14 @@ def view_state() -> str:
         "runsHiddenMode": "FIRST_10_RUNS", "viewMaximized": False, "runListHidden": False,
         "isAccordionReordered": False, "useGroupedValuesInCharts": True, "hideEmptyCharts": True,
         "groupBy": None, "groupsExpanded": {}, "autoRefreshEnabled": False,
+        "compareRunSections": [{"uuid": "headline", "name": "headline", "display": True, "isReordered": False,
+                                "deleted": False, "isGenerated": False}],
+        "compareRunCharts": [
+            {"uuid": "headline-parallel", "type": "PARALLEL", "metricSectionId": "headline", "deleted": False,
+             "isGenerated": False, "runsCountToCompare": 100, "selectedParams": [],
+             "selectedMetrics": list(CHART_METRICS)},
+            *({"uuid": f"headline-{m}", "type": "BAR", "metricSectionId": "headline", "deleted": False,
+               "isGenerated": False, "runsCountToCompare": 100, "metricKey": m} for m in CHART_METRICS[:2])],
     }, sort_keys=True)
 
 
@@ -122,9 +132,13 @@ def run_url(base: str, experiment_id: str, run_id: str) -> str:
     return f"{base}#/experiments/{experiment_id}/runs/{run_id}?{ML_WORKFLOW}"
 
 
-def view_url(base: str, experiment_id: str) -> str:
-    """The experiment's runs in the headline view; relative (``#/...``) when ``base`` is "" (for descriptions)."""
-    return f"{base}#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&{ML_WORKFLOW}"
+def view_url(base: str, experiment_id: str, charts: bool = False) -> str:
+    """The experiment's runs in the headline view (``charts``: its chart mode, the headline metrics compared).
+
+    Relative (``#/...``) when ``base`` is "", for Markdown the UI renders itself.
+    """
+    mode = "&compareRunsMode=CHART" if charts else ""
+    return f"{base}#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&{ML_WORKFLOW}{mode}"
 
 
 def evidence_sentence(kind: str, classes, evidence: dict) -> str:

@@ -151,6 +151,10 @@ def test_runs_table_shows_the_headline_uncut(served, browser):
     rows = page.locator(".ag-cell[col-id='attributes.`Run Name`']").all_inner_texts()
     at = {m: next(k for k, t in enumerate(rows) if r.info.run_name in t) for m, r in kids.items()}
     assert at["t/unsafe"] < at["t/good"], rows
+    # The view's chart mode compares the headline metrics (not the first params, as MLflow's default does).
+    page.goto(view.view_url(base, exp, charts=True))
+    page.get_by_text("Parallel Coordinates").first.wait_for(timeout=60_000)
+    _shot(page, "mlflow-compare.png")
     page.close()
 
 

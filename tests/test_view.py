@@ -105,3 +105,14 @@ def test_evidence_is_a_sentence():
     assert text == ("The found classes split into 2 groups at least 6.0 hops apart in the hierarchy: "
                     "digit (classes 0); face (classes 2).")
     assert "{" not in text
+
+
+def test_a_bad_ui_url_is_refused_before_the_scan():
+    from crawler.scan.options import ScanOptions
+    from plugin.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--ui-url"):
+        ScanOptions(ui_url="http://")
+    with pytest.raises(ConfigError, match="--ui-url"):
+        ScanOptions(ui_url="localhost:5000")
+    assert ScanOptions(ui_url="http://h:5000").params()["scan.ui_url"] == "http://h:5000"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from plugin.core.errors import ConfigError
 from plugin.core.recipe import Recipe
+from plugin.view import ui_base
 
 DEFAULT_MAX_BYTES = 2 * 2**30
 DEFAULT_WORKER_MEMORY = 16 * 2**30  # address space: torch alone reserves ~4 GiB of it
@@ -83,8 +84,10 @@ class ScanOptions:
                 raise ConfigError(f"{name} must be > 0, got {v:g}")
         if self.read_timeout_s <= 0 or self.retry_backoff_s < 0:
             raise ConfigError("read_timeout_s must be > 0 and retry_backoff_s >= 0")
-        if self.ui_url and not self.ui_url.startswith(("http://", "https://")):
-            raise ConfigError(f"--ui-url must be an http(s) address, got {self.ui_url[:200]!r}")
+        try:
+            ui_base("", self.ui_url)
+        except ValueError as e:
+            raise ConfigError(f"--ui-url: {e}") from e
         if self.retry_failed is not None and self.retry_failed not in RETRY_CHOICES:
             raise ConfigError(f"--retry-failed {self.retry_failed!r}: valid: {', '.join(RETRY_CHOICES)}")
 

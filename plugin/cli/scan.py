@@ -11,6 +11,7 @@ from crawler.scan.orchestrate import LISTING_ROW
 from plugin.core.errors import HubError
 from plugin import tracking
 from plugin.tracking import CATEGORIES
+from plugin.view import ui_base, view_url
 
 EXIT_SOME_FAILED = 4  # the scan ran to the end, but some repos (or the listing) failed
 from crawler.scheduler import Nightly
@@ -92,6 +93,8 @@ def cmd_scan(args) -> int:
         report = scan(**kwargs)
     print(f"scan run {report.run_id}: {len(report.rows)} models in {report.seconds:.0f} s")
     print(f"open the runs with:\n  mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}")
+    base = ui_base(tracking.tracking_uri(), args.ui_url) or "http://127.0.0.1:5000/"  # mlflow ui's default address
+    print(f"then the headline view: {view_url(base, report.experiment_id)}")
     if report.rows and all(r.repo == LISTING_ROW for r in report.rows):
         # Nothing could be listed at all: the hub is unreachable, which has its own exit code.
         raise HubError(f"{args.source}: nothing listed; {report.rows[0].reason}")
