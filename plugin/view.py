@@ -33,7 +33,7 @@ FAILURES_FIRST_BY = "confidence"  # refused and failed runs log 0; sorting on it
 # At 1600 px the table gets 1,330 px (940 beside MLflow's assistant panel: name to confidence); Created is pinned.
 VIEW_COLUMNS = (("attributes.`Run Name`", 240), ("runDateAndNestInfo", 95), ("tags.`outcome`", 118),
                 ("tags.`domain`", 165), ("tags.`verdict`", 125), ("metrics.`confidence`", 88),
-                ("metrics.`found_fraction`", 95), ("tags.`flags`", 175), ("duration", 80))
+                ("metrics.`found_fraction`", 95), ("tags.`flags`", 190), ("duration", 80))
 # The view's chart mode: one section, a parallel-coordinates plot of the headline metrics, then two bars.
 CHART_METRICS = ("confidence", "found_fraction", "classes_found", "queries_total")
 
