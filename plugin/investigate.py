@@ -254,9 +254,10 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
             result.findings = replace(conclude(result.findings, corpus_obj, recipe, order), provenance=provenance)
             f = result.findings
             v = f.verdict
-            headline = view.rounded(tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
+            headline = tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
                                                  found_fraction=f.found_fraction, confidence=v.confidence,
-                                                 queries_total=bb.num_queries))
+                                                 queries_total=bb.num_queries)
+            headline = view.rounded(headline)  # 3 significant digits: the runs table shows them uncut
             tracking.log_metrics({**headline, "mean_functional_score": f.mean_functional_score,
                                   "queries": float(f.queries), "wall_time_s": seconds,
                                   "score_pass_time_s": result.scores.seconds})
@@ -280,8 +281,8 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
             tracking.set_tags({**tracking.headline_tags(domain=view.short(domain), verdict=v.kind,
                                                         outcome=tracking.INVESTIGATE, dataset_order=dataset_order),
                                T_DOMAIN_SYNSET: v.domain.synset if v.domain else "", T_STATUS: "finished",
-                               **tracking.flag_tags(f), "flags": view.short(",".join(
-                                   dict.fromkeys(fl.kind for fl in f.flags)) or "none"), tracking.RUN_NAME: name,
+                               **tracking.flag_tags(f), view.FLAGS_TAG: view.flag_kinds(f.flags),
+                               tracking.RUN_NAME: name,
                                **{f"{T_CHECK}{c.name}": _check_tag(c) for c in done}})
             tracking.describe_run(run_description(f, checks_view))
         if json_out:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 SEP = " \u00b7 "  # the middle dot between the parts of a run name
 NAME_CHARS = 28  # what the headline view's 240 px name column shows uncut
 VALUE_CHARS = 24  # a headline tag value (domain, flags) in a 165 px column
+FLAGS_TAG = "flags"  # the flag kinds, short, beside the headline tags (the classes stay in domain_finder.flag.*)
 VIEW_KEY = "headline"
 VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
 ML_WORKFLOW = "workflowType=machine_learning"  # the UI's "Model training" mode: runs table, not GenAI overview
@@ -83,6 +84,11 @@ def run_name(model_id: str, *, outcome: str, domain: str = "", confidence: float
     model = short(model, NAME_CHARS - len(conf) - 8)  # leaves room for a few letters of the domain
     room = NAME_CHARS - len(model) - len(conf) - len(SEP)
     return f"{model}{SEP}{short(domain or 'none', room)}{conf}"
+
+
+def flag_kinds(flags) -> str:
+    """The ``flags`` tag: the kinds of ``flags`` (each once, in order), short; ``none`` when there are none."""
+    return short(",".join(dict.fromkeys(f.kind for f in flags))) or "none"
 
 
 def view_state() -> str:

@@ -116,3 +116,10 @@ def test_a_bad_ui_url_is_refused_before_the_scan():
     with pytest.raises(ConfigError, match="--ui-url"):
         ScanOptions(ui_url="localhost:5000")
     assert ScanOptions(ui_url="http://h:5000").params()["scan.ui_url"] == "http://h:5000"
+
+
+def test_flags_tag_lists_each_kind_once():
+    from plugin.core.findings import Flag
+
+    flags = [Flag("mixed-domains", (0,)), Flag("sink-class", (1,)), Flag("mixed-domains", (2,))]
+    assert view.flag_kinds(flags) == "mixed-domains,sink-class" and view.flag_kinds([]) == "none"

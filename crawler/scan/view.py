@@ -30,12 +30,12 @@ h1{font-size:20px;margin:0 0 4px} .small{font-size:12px;color:#556}
 .badge{display:inline-block;padding:2px 9px;border-radius:10px;font-size:13px;margin:0 6px 4px 0;background:#eef}
 .alarm{background:#c62828;color:#fff;font-weight:600}
 table{border-collapse:collapse;font-size:13px;margin:8px 0;width:100%;table-layout:fixed}
-td,th{border:1px solid #dde;padding:4px 6px;vertical-align:top;text-align:left;overflow-wrap:anywhere}
+td,th{border:1px solid #dde;padding:4px 6px;vertical-align:top;text-align:left;overflow-wrap:break-word}
 th{background:#f4f5fa} tr.alarm td{background:#fde3e3;color:#7f1010;font-weight:600}
 code{font-size:12px}
 """
-COLUMNS = (("outcome", "11%"), ("model", "13%"), ("answer", "19%"), ("flags", "13%"), ("found / queries / s", "9%"),
-           ("reason", "27%"), ("run", "8%"))
+COLUMNS = (("outcome", "14%"), ("model", "12%"), ("answer", "18%"), ("flags", "13%"), ("found / queries / s", "9%"),
+           ("reason", "25%"), ("run", "9%"))
 
 
 def attention_first(rows: Sequence[dict]) -> list[dict]:
