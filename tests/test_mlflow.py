@@ -131,6 +131,7 @@ def test_broken_checkpoint_becomes_failed_run(tmp_path, capsys):
     tags = run.data.tags
     assert tags["outcome"] == tags["verdict"] == "failed-corrupt" and tags["domain"] == "none"
     assert tags["domain_finder.status"] == "failed" and tags["mlflow.note.content"].startswith("**failed-corrupt**")
+    assert run.info.run_name == "FAILED-CORRUPT \u00b7 broken"  # loud in the runs table
     assert {k: run.data.metrics.get(k) for k in ("classes_found", "num_classes", "found_fraction", "confidence",
                                                  "queries_total")} == dict.fromkeys(
         ("classes_found", "num_classes", "found_fraction", "confidence", "queries_total"), 0.0)
