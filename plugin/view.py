@@ -11,10 +11,12 @@ metric columns only once picked, at 100 px each, cut with an ellipsis. So:
   what the UI's "Share" button writes): headline columns picked and sized,
   failures first (sorted by confidence, which also lists child runs flat
   instead of folded under their scan); :func:`view_url` opens it;
-- links to runs are absolute (``http://host/#/experiments/1/runs/<id>``) and
-  carry no ``target``: MLflow shows an HTML artifact in an iframe sandboxed to
-  ``allow-scripts``, where ``target=_blank`` is a blocked pop-up and a
-  relative ``#/...`` link resolves against the frame's ``blob:`` URL.
+- links to runs in an HTML artifact are absolute
+  (``http://host/#/experiments/1/runs/<id>?workflowType=machine_learning``):
+  a relative ``#/...`` link resolves against the artifact frame's ``blob:``
+  URL. Inside that frame (sandboxed to ``allow-scripts``: no pop-up, no top
+  navigation, no storage, so the UI cannot run there) no link can open a run
+  at all; Markdown descriptions, which the UI renders itself, carry links that do.
 """
 from __future__ import annotations
 
