@@ -25,7 +25,8 @@ import math
 from urllib.parse import urlsplit
 
 SEP = " \u00b7 "  # the middle dot between the parts of a run name
-NAME_CHARS = 28  # what the headline view's 240 px name column shows uncut
+NAME_CHARS = 36  # what the headline view's 310 px name column shows uncut
+DOMAIN_MIN = 10  # the domain's share of a long run name
 VALUE_CHARS = 24  # a headline tag value (domain, flags) in a 165 px column
 FLAGS_TAG = "flags"  # the flag kinds, short, beside the headline tags (the classes stay in domain_finder.flag.*)
 VIEW_KEY = "headline"
@@ -33,8 +34,8 @@ VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
 ML_WORKFLOW = "workflowType=machine_learning"  # the UI's "Model training" mode: runs table, not GenAI overview
 FAILURES_FIRST_BY = "confidence"  # refused and failed runs log 0; sorting on it also un-nests child runs
 # Columns of the headline view, left to right, with their widths in px; the UI's ids are `type.`key``.
-# At 1600 px the table gets 1,330 px (940 beside MLflow's assistant panel: name to confidence); Created is pinned.
-VIEW_COLUMNS = (("attributes.`Run Name`", 240), ("runDateAndNestInfo", 95), ("tags.`outcome`", 118),
+# At 1600 px the table gets 1,330 px (940 beside MLflow's assistant panel: name to verdict); Created is pinned.
+VIEW_COLUMNS = (("attributes.`Run Name`", 310), ("runDateAndNestInfo", 95), ("tags.`outcome`", 118),
                 ("tags.`domain`", 165), ("tags.`verdict`", 125), ("metrics.`confidence`", 88),
                 ("metrics.`found_fraction`", 95), ("tags.`flags`", 190), ("duration", 80))
 # The view's chart mode: one section, a parallel-coordinates plot of the headline metrics, then two bars.
@@ -77,15 +78,18 @@ def run_name(model_id: str, *, outcome: str, domain: str = "", confidence: float
 
     A refused or failed run reads ``REFUSED-UNSAFE · name``, upper case, so
     it stands out in a table of lower-case answers. At most :data:`NAME_CHARS`:
-    the domain is cut first, the model name only if it alone is too long.
+    the model name keeps all but :data:`DOMAIN_MIN` characters of the room,
+    and the domain (whole in its own column) takes what is left.
     """
     model = short_model(model_id)
     if outcome != "investigate":
-        return short(f"{outcome.upper()}{SEP}{model}", NAME_CHARS)
+        head = f"{outcome.upper()}{SEP}"
+        return head + short(model, max(NAME_CHARS - len(head), 6))
     conf = "" if confidence is None else f"{SEP}{confidence:.2f}"
-    model = short(model, NAME_CHARS - len(conf) - 8)  # leaves room for a few letters of the domain
-    room = NAME_CHARS - len(model) - len(conf) - len(SEP)
-    return f"{model}{SEP}{short(domain or 'none', room)}{conf}"
+    dom = domain or "none"
+    room = NAME_CHARS - len(conf) - len(SEP)  # for the model and the domain
+    model = short(model, max(room - min(len(dom), DOMAIN_MIN), 6))
+    return f"{model}{SEP}{short(dom, max(room - len(model), 4))}{conf}"
 
 
 def flag_kinds(flags) -> str:
