@@ -96,6 +96,8 @@ def test_index_contradiction_flag():
     assert index_contradiction_flag(misaligned, classes) is not None
     assert index_contradiction_flag({"verdict": "no known dataset order", "dataset": None, "orders": []},
                                     classes) is None
+    nothing = [_cls(0, "shirt", found=False), _cls(1, "sandal", found=False)]
+    assert index_contradiction_flag(misaligned, nothing) is None  # ImageNet on a small corpus: 0/1000 found
 
 
 def test_evidence_is_a_sentence():

@@ -29,7 +29,8 @@ def index_contradiction_flag(summary: dict, classes: Sequence[ClassFinding]) -> 
     """
     verdict = str((summary or {}).get("verdict") or "")
     dataset = summary.get("dataset") if summary else None
-    if not dataset or verdict == NO_ORDER:
+    found = sorted(c.index for c in classes if c.found)
+    if not dataset or verdict == NO_ORDER or not found:  # a search that found nothing contradicts nothing
         return None
     order = next((o for o in summary.get("orders", []) if o.get("dataset") == dataset), None)
     if order is None:
@@ -60,5 +61,5 @@ def index_contradiction_flag(summary: dict, classes: Sequence[ClassFinding]) -> 
     evidence = {"verdict": verdict, "dataset": dataset, "compared": compared, "disagree": disagree,
                 "aligned_fraction": aligned, "accuracy_as_dataset": order.get("accuracy_as_dataset"),
                 "sentence": " ".join(parts) + "."}
-    classes_out = sorted({d["class"] for d in disagree}) or sorted(c.index for c in classes if c.found)
+    classes_out = sorted({d["class"] for d in disagree}) or found
     return Flag(INDEX, tuple(classes_out), evidence)
