@@ -20,6 +20,7 @@ from plugin import tracking
 from plugin.artifacts import write_artifacts
 from plugin.checks import CheckContext, CheckResult, get_check
 from plugin.core.corpus import Corpus
+from plugin.core.contradiction import index_contradiction_flag
 from plugin.core.flags import label_contradiction_flag, with_flags
 from plugin.core.errors import ConfigError, CorpusError, DomainFinderError
 from plugin.core.recipe import Recipe
@@ -31,6 +32,7 @@ from plugin.corpora.aux import get_aux_corpus
 from plugin.models import formats
 from plugin.report import investigation_html, shorten
 from plugin.tracking import T_CHECK, T_DOMAIN_SYNSET, T_STATUS, ModelIdentity, investigating
+from plugin import view
 
 TOOL = "mlflow-domain-finder"
 
@@ -235,7 +237,7 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
             _conclude(st, run.info.run_id)
             _write_outputs(st, Path(tmp), bar)
             bar.close()
-            _tag_outcome(st)
+            name = _tag_outcome(st, name)
         if json_out:
             st.result.findings.write(json_out)
         return Investigation(st.result, run.info.run_id, st.seconds, st.names, name, st.headline)
@@ -270,6 +272,10 @@ def _run_checks(st: _Stages, tmp: Path, bar: "_StageBar") -> None:
     flag = label_contradiction_flag(labels.summary) if labels else None
     if flag:  # the one flag the search cannot raise alone: it needs the label names
         st.result.findings = with_flags(st.result.findings, [flag])
+    index = next((c for c in st.done if c.name == "dataset_index" and c.applicable), None)
+    flag = index_contradiction_flag(index.summary, st.result.findings.classes) if index else None
+    if flag:  # the dataset_index check and the search disagree: say so
+        st.result.findings = with_flags(st.result.findings, [flag])
     st.order = next((str(c.summary.get("verdict")) for c in st.done if c.name == "dataset_index" and c.applicable),
                     None)
 
@@ -288,6 +294,7 @@ def _conclude(st: _Stages, run_id: str) -> None:
     st.headline = tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
                                             found_fraction=f.found_fraction, confidence=v.confidence,
                                             queries_total=st.bb.num_queries)
+    st.headline = view.rounded(st.headline)  # 3 significant digits: the runs table shows them uncut
     tracking.log_metrics({**st.headline, "stability": f.stability, "mean_functional_score": f.mean_functional_score,
                           "queries": float(f.queries), "wall_time_s": st.seconds,
                           "score_pass_time_s": st.result.scores.seconds})
@@ -307,17 +314,21 @@ def _write_outputs(st: _Stages, tmp: Path, bar: "_StageBar") -> None:
     st.names = [p.relative_to(tmp) for p in paths] + [p.relative_to(tmp) for c in st.done for p in c.artifacts]
 
 
-def _tag_outcome(st: _Stages) -> None:
-    """The headline tags, the flags, one tag per check, and the run's description."""
+def _tag_outcome(st: _Stages, name: str) -> str:
+    """The headline tags, the flags, one tag per check, and the run's description; returns the run's name."""
     f = st.result.findings
     v = f.verdict
     dataset_order = st.order if st.order and st.order != NO_DATASET_ORDER else "none"
     domain = v.domain.name if v.domain else (format_domains(v.domains, 3) if v.kind == "several-domains" else "none")
-    tracking.set_tags({**tracking.headline_tags(domain=domain, verdict=v.kind, outcome=tracking.INVESTIGATE,
-                                                dataset_order=dataset_order),
+    if name == st.identity.model_id:  # no name of the caller's: the run's name is the headline
+        name = view.run_name(st.identity.model_id, outcome=tracking.INVESTIGATE, domain=domain, confidence=v.confidence)
+    tracking.set_tags({**tracking.headline_tags(domain=view.short(domain), verdict=v.kind,
+                                                outcome=tracking.INVESTIGATE, dataset_order=dataset_order),
                        T_DOMAIN_SYNSET: v.domain.synset if v.domain else "", T_STATUS: "finished",
-                       **tracking.flag_tags(f), **{f"{T_CHECK}{c.name}": _check_tag(c) for c in st.done}})
+                       **tracking.flag_tags(f), view.FLAGS_TAG: view.flag_kinds(f.flags), tracking.RUN_NAME: name,
+                       **{f"{T_CHECK}{c.name}": _check_tag(c) for c in st.done}})
     tracking.describe_run(run_description(f, [(c.name, _check_text(c)) for c in st.done]))
+    return name
 
 
 def run_description(f, checks_view: list[tuple[str, str]]) -> str:

@@ -1,4 +1,4 @@
-"""Self-contained HTML reports: one per investigation (``report.html``) and one per scan.
+"""Self-contained HTML reports: one per investigation (``report.html``; a scan's page is in crawler.scan.view).
 
 Pure rendering: images are embedded as data URIs and there is no script, so
 a report opens anywhere, including inline in the MLflow UI's artifact view.
@@ -18,11 +18,10 @@ import numpy as np
 from plugin.core.corpus import Corpus
 from plugin.core.findings import Findings
 from plugin.core.images import as_rgb
+from plugin.view import evidence_sentence
 
 MAX_CLASS_ROWS = 300  # a 1000-class model lists its found classes first, then stops
 THUMBS_PER_CLASS = 8
-# Outcomes an investigator must look at first in a scan report.
-ATTENTION = ("refused-unsafe", "failed-corrupt", "failed")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;max-width:1400px}
@@ -118,7 +117,7 @@ def investigation_html(findings: Findings, corpus: Corpus | None = None, class_s
         parts.append("<p>Per-class domains: " + _e(", ".join(f"{n} \u00d7{k}" for n, k in v.domains)) + "</p>")
     if f.flags:
         parts.append("<h2>Flags</h2>" + _table(["flag", "classes", "evidence"], [
-            (_e(fl.kind), _e(", ".join(map(str, fl.classes))), f"<code>{_e(shorten(json.dumps(fl.evidence), 400))}</code>")
+            (_e(fl.kind), _e(", ".join(map(str, fl.classes))), _e(evidence_sentence(fl.kind, fl.classes, fl.evidence)))
             for fl in f.flags]))
     if checks:
         parts.append("<h2>Checks</h2>" + _table(["check", "verdict"], [(_e(n), _e(t)) for n, t in checks]))
@@ -163,39 +162,3 @@ def investigation_html(findings: Findings, corpus: Corpus | None = None, class_s
     parts.append("<h2>Provenance</h2>" + _table(["what", "value"], [(_e(k), f"<code>{_e(x)}</code>") for k, x in prov]))
     parts.append("<details><summary>recipe</summary><pre>" + _e(json.dumps(f.recipe, indent=1)) + "</pre></details>")
     return _page(f"domain-finder: {f.model}", "\n".join(parts))
-
-
-def scan_html(source: str, rows: Sequence[dict], *, run_id: str = "", experiment_id: str = "",
-              seconds: float = 0.0, ui_base: str = "") -> str:
-    """The scan's page: every model's outcome, refused and failed first, each linked to its MLflow run.
-
-    ``rows`` are dicts with ``repo, sha, outcome, domain, verdict, classes_found,
-    confidence, flags, queries, seconds, reason, run_id``. Links point at the MLflow
-    UI (``ui_base`` + ``#/experiments/<id>/runs/<run>``), so they work when
-    the report is opened from the UI that serves the store.
-    """
-    ranked = sorted(rows, key=lambda r: (r.get("outcome") not in ATTENTION, ATTENTION.index(r["outcome"])
-                                         if r.get("outcome") in ATTENTION else 0, r.get("repo", "")))
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.get("outcome", "?")] = counts.get(r.get("outcome", "?"), 0) + 1
-
-    def link(r: dict) -> str:
-        rid = r.get("run_id") or ""
-        if not rid:
-            return "-"
-        href = f"{ui_base}#/experiments/{experiment_id}/runs/{rid}" if experiment_id else f"{ui_base}#/runs/{rid}"
-        return f"<a href=\"{_e(href)}\" target=\"_blank\" rel=\"noopener\">{_e(rid[:8])}</a>"
-
-    body = [f"<h1>Scan of {_e(source)}</h1>",
-            f"<div class=\"small\">{len(rows)} models in {seconds:.0f} s; scan run <code>{_e(run_id)}</code></div>",
-            "<p>" + "".join(f"<span class=\"badge {'lo' if k in ATTENTION else ''}\">{_e(k)} {n}</span>"
-                            for k, n in sorted(counts.items())) + "</p>",
-            _table(["repo", "revision", "outcome", "domain", "verdict", "classes found", "confidence", "flags",
-                    "queries", "seconds", "reason", "run"],
-                   [(_e(r.get("repo", "")), f"<code>{_e(str(r.get('sha', ''))[:8])}</code>", _e(r.get("outcome", "")),
-                     _e(r.get("domain", "")), _e(r.get("verdict", "")), _e(r.get("classes_found", "")),
-                     _e(r.get("confidence", "")), _e(r.get("flags", "")), _e(r.get("queries", "")), f"{float(r.get('seconds') or 0):.1f}",
-                     _e(r.get("reason", "")), link(r)) for r in ranked],
-                   ["nf" if r.get("outcome") in ATTENTION else "" for r in ranked])]
-    return _page(f"domain-finder scan: {source}", "\n".join(body))

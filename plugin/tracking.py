@@ -21,6 +21,7 @@ from typing import Iterator
 from plugin.outcomes import (ALREADY_AUDITED, CATEGORIES, CRASH, DETERMINISTIC, FAILED, FAILED_CORRUPT,  # noqa: F401
                              HUB_ERROR, INVALID_REPO, INVESTIGATE, OUTCOMES, PERMANENT, REFUSED_UNSAFE, RESOURCE_LIMIT,
                              SKIPPED_DOCUMENTED, SKIPPED_ENCODER, TAG_PREFIX, TIMEOUT, TRANSIENT, failure_category)
+from plugin import view
 # -- the tag schema -----------------------------------------------------------
 T_MODEL_ID = TAG_PREFIX + "model_id"
 T_REVISION = TAG_PREFIX + "revision"
@@ -34,7 +35,7 @@ T_DATASET_ORDER = "dataset_order"
 T_ERROR = TAG_PREFIX + "error"
 T_DOMAIN_SYNSET = TAG_PREFIX + "domain_synset"
 T_SCAN = TAG_PREFIX + "scan"
-T_DOC_SCORE = TAG_PREFIX + "documentation_score"
+T_DOC_SCORE = TAG_PREFIX + "undocumented_score"  # 1.0: the card says nothing (crawler.cards)
 T_CHECK = TAG_PREFIX + "check."
 T_FLAGS = TAG_PREFIX + "flags"  # comma list of flag kinds ("decoy-suspected,mixed-domains"); "" when none
 T_FLAG = TAG_PREFIX + "flag."  # + kind: the flagged classes, "0,1,2"
@@ -159,9 +160,11 @@ def fail_run(run_id: str, reason: str, outcome: str | None = None, *, status: st
 
     c = client()
     now = int(_time.time() * 1000)
-    existing = c.get_run(run_id).data.metrics
+    data = c.get_run(run_id).data
+    existing, name = data.metrics, view.run_name(data.tags.get(T_MODEL_ID, "?"), outcome=outcome or FAILED)
+    tags = {**failure_tags(reason, outcome), RUN_NAME: name}
     c.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in headline_metrics().items() if k not in existing],
-                tags=[RunTag(k, str(v)[:MAX_TAG]) for k, v in failure_tags(reason, outcome).items()])
+                tags=[RunTag(k, str(v)[:MAX_TAG]) for k, v in tags.items()])
     c.set_terminated(run_id, status)
 
 
@@ -181,7 +184,9 @@ def investigation_run(run_id: str | None, run_name: str | None, nested: bool):
     try:
         yield run
     except BaseException as e:
-        mlflow.set_tags(failure_tags(f"{type(e).__name__}: {e}", failure_category(e)))
+        who = active_identity()
+        mlflow.set_tags({**failure_tags(f"{type(e).__name__}: {e}", failure_category(e)), **({RUN_NAME: view.run_name(
+            who.model_id, outcome=failure_category(e))} if who and run_name == who.model_id else {})})
         existing = mlflow.get_run(run.info.run_id).data.metrics
         mlflow.log_metrics({k: v for k, v in headline_metrics().items() if k not in existing})
         mlflow.log_text(traceback.format_exc(), "error.txt")
@@ -207,8 +212,12 @@ def use_experiment(name: str | None = None) -> str | None:
     init_store()  # set_experiment creates the schema of a fresh store: never two processes at once
     mlflow = _mlflow()
     exp = mlflow.set_experiment(name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
-    if NOTE not in exp.tags:
-        client().set_experiment_tag(exp.experiment_id, NOTE, EXPERIMENT_DESCRIPTION)
+    if NOTE not in exp.tags:  # with a link to the shared headline view (columns picked, failures first)
+        client().set_experiment_tag(exp.experiment_id, NOTE, EXPERIMENT_DESCRIPTION + "\n\n[Open the headline view]("
+                                    + view.view_url("", exp.experiment_id) + "), [compare the headline metrics]("
+                                    + view.view_url("", exp.experiment_id, charts=True) + ").")
+    if exp.tags.get(view.VIEW_TAG) != view.view_state():
+        client().set_experiment_tag(exp.experiment_id, view.VIEW_TAG, view.view_state())
     if EXPERIMENT_KIND not in exp.tags:  # the UI then opens on the runs table, not the GenAI overview
         client().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, "custom_model_development")
     return exp.experiment_id

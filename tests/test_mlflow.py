@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from plugin.cli import main
 from plugin.demo.models import model_dir
 from plugin.core.recipe import Recipe
+from plugin.view import sig3
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def test_cli_investigation_logs_everything(demo_models, tmp_path):
     assert run.info.status == "FINISHED"
     exp = mlflow.get_experiment(run.info.experiment_id)
     assert exp.name == "domain-finder" and exp.tags["mlflow.note.content"]
-    assert run.info.run_name == "footwear"
+    assert run.info.run_name.startswith("footwear \u00b7 ")  # the headline: model · domain · confidence
     recipe = Recipe.load("ci")
     assert {f"recipe.{k}" for k in recipe.to_params()} <= set(run.data.params)
     assert run.data.params["model.num_classes"] == "3" and run.data.params["recipe"] == "ci"
@@ -54,7 +55,7 @@ def test_cli_investigation_logs_everything(demo_models, tmp_path):
     assert list(findings)[:2] == ["version", "summary"] and list(findings)[-1] == "recipe"
     summary = findings["summary"]
     assert summary["answer"] in tags["mlflow.note.content"]
-    assert summary["confidence"] == pytest.approx(run.data.metrics["confidence"], abs=1e-6)
+    assert run.data.metrics["confidence"] == sig3(summary["confidence"])  # 3 significant digits in the table
     prov = summary["provenance"]
     assert prov["sha256"]["model.safetensors"] == tags["domain_finder.sha256.model.safetensors"]
     assert prov["tool_version"] and prov["corpus_digest"] and prov["time"] and prov["recipe"] == "ci"
@@ -90,7 +91,8 @@ def test_evaluate_and_cli_give_identical_findings(demo_models, tmp_path):
     assert tags["domain_finder.model_id"] == "digits"
     cli_run = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
                if r.info.run_id != run.info.run_id][0]
-    assert eval_run.info.run_name == cli_run.info.run_name == "digits"  # the same run name
+    assert eval_run.info.run_name == cli_run.info.run_name  # the same run name: the same headline
+    assert eval_run.info.run_name.startswith("digits \u00b7 ")
     assert result.metrics["found_fraction"] > 0
     assert set(result.metrics) <= set(eval_run.data.metrics)  # the same keys as the run logs
     assert set(result.metrics) <= set(cli_run.data.metrics)
@@ -129,6 +131,7 @@ def test_broken_checkpoint_becomes_failed_run(tmp_path, capsys):
     tags = run.data.tags
     assert tags["outcome"] == tags["verdict"] == "failed-corrupt" and tags["domain"] == "none"
     assert tags["domain_finder.status"] == "failed" and tags["mlflow.note.content"].startswith("**failed-corrupt**")
+    assert run.info.run_name == "FAILED-CORRUPT \u00b7 broken"  # loud in the runs table
     assert {k: run.data.metrics.get(k) for k in ("classes_found", "num_classes", "found_fraction", "confidence",
                                                  "queries_total")} == dict.fromkeys(
         ("classes_found", "num_classes", "found_fraction", "confidence", "queries_total"), 0.0)
@@ -148,6 +151,6 @@ def test_mlflow_run_entry_point(demo_models, tmp_path):
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["verdict"] in {"one-domain", "several-domains"}
-    assert runs[0].info.run_name == "digits"
+    assert runs[0].info.run_name.startswith("digits \u00b7 ")
     assert runs[0].data.tags["domain_finder.model_id"] == "digits"
     assert "recipe.images_per_leaf" in runs[0].data.params

@@ -12,7 +12,8 @@ from plugin.core.hierarchy import Hierarchy
 from plugin.core.recipe import Recipe
 from plugin.core.search import search
 from plugin.core.verdict import conclude
-from plugin.report import investigation_html, scan_html, shorten
+from crawler.scan.view import scan_page
+from plugin.report import investigation_html, shorten
 from render_html import render
 
 class LeafOracle(CountingBlackBox):
@@ -68,12 +69,12 @@ def test_scan_report_lists_refused_and_failed_first_with_links(tmp_path):
             dict(repo="c/doc", sha="3" * 40, outcome="skipped-documented", reason="documented"),
             dict(repo="d/bad", sha="4" * 40, outcome="failed-corrupt", reason="truncated", run_id="r4")]
     page = tmp_path / "scan.html"
-    page.write_text(scan_html("demo", rows, run_id="p1", experiment_id="7", seconds=3))
+    page.write_text(scan_page("demo", rows, run_id="p1", experiment_id="7", seconds=3, ui_base="http://h:5000/"))
     dom, console = render(page)
     assert console == []
     order = [m for m in re.findall(r"[abcd]/(?:ok|unsafe|doc|bad)", dom)]
     assert order.index("b/unsafe") < order.index("a/ok") and order.index("d/bad") < order.index("a/ok")
-    assert "#/experiments/7/runs/r2" in dom and "#/experiments/7/runs/r1" in dom
+    assert "http://h:5000/#/experiments/7/runs/r2" in dom and "http://h:5000/#/experiments/7/runs/r1" in dom
 
 
 def test_shorten_never_cuts_mid_word():

@@ -67,7 +67,7 @@ def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
                                 "t/documented": SKIPPED_DOCUMENTED, "t/unsafe": REFUSED_UNSAFE,
                                 "t/truncated": FAILED_CORRUPT}
     rows = {r.repo: r for r in first.rows}
-    assert "documentation score" in rows["t/documented"].reason
+    assert "undocumented score" in rows["t/documented"].reason
     assert "UnsafeCheckpointError" in rows["t/unsafe"].reason
     assert rows["t/alpha"].queries and rows["t/alpha"].classes_found.endswith("/3")
     for r in first.rows:  # each investigated row shows its run's flags, whatever they are

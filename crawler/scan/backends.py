@@ -31,6 +31,7 @@ from pathlib import Path
 
 from crawler.scan import ledger
 from crawler.scan.options import ScanOptions
+from crawler.scan.view import downloaded_hashes
 from crawler.hub import HubModel, ModelSource
 from plugin import tracking
 from plugin.core.recipe import Recipe
@@ -200,6 +201,7 @@ def run_claimed(source: ModelSource, source_spec: str, model: HubModel, opts: Sc
         fetched = source.fetch_verified(model, Path(tmp) / "model", max_bytes=opts.max_bytes,
                                         deadline=time.monotonic() + opts.fetch_deadline_s)
         verified = fetched.verified
+        tracking.set_run_tags(run_id, downloaded_hashes(fetched.folder, tracking.TAG_PREFIX + "sha256."))
         preflight(fetched.folder)  # by format: config limits, weights headers, pickle allowlist, ONNX domains
         result = run_isolated(run_id, fetched.folder, str(opts.corpus), opts.recipe, model.repo_id, model.sha,
                               source_spec, opts.timeout_s, WorkerLimits(opts.worker_memory, opts.cpu_limit_s),

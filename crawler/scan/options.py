@@ -7,6 +7,7 @@ from pathlib import Path
 
 from plugin.core.errors import ConfigError
 from plugin.core.recipe import Recipe
+from plugin.view import ui_base
 
 DEFAULT_MAX_BYTES = 2 * 2**30
 DEFAULT_WORKER_MEMORY = 16 * 2**30  # address space: torch alone reserves ~4 GiB of it
@@ -44,6 +45,7 @@ class ScanOptions:
         read_timeout_s: abort a hub request that sends nothing for this long.
         retry_failed: retry settled failures of this category (``all`` for every one) now.
         retry_backoff_s: the first backoff after a second transient failure (doubling, at most a week).
+        ui_url: the MLflow UI's address, for absolute links in ``scan_report.html``.
     """
 
     corpus: str = "demo"
@@ -65,6 +67,7 @@ class ScanOptions:
     read_timeout_s: float = 30.0
     retry_failed: str | None = None
     retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S
+    ui_url: str = ""  # the MLflow UI's address for scan_report.html's links ("" : from the tracking URI)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -90,6 +93,10 @@ class ScanOptions:
                 raise ConfigError(f"{name} must be > 0, got {v:g}")
         if self.read_timeout_s <= 0 or self.retry_backoff_s < 0:
             raise ConfigError("read_timeout_s must be > 0 and retry_backoff_s >= 0")
+        try:
+            ui_base("", self.ui_url)
+        except ValueError as e:
+            raise ConfigError(f"--ui-url: {e}") from e
         if self.retry_failed is not None and self.retry_failed not in RETRY_CHOICES:
             raise ConfigError(f"--retry-failed {self.retry_failed!r}: valid: {', '.join(RETRY_CHOICES)}")
 
@@ -124,4 +131,4 @@ class ScanOptions:
                 "scan.timeout_s": self.timeout_s, "scan.limit": self.limit, "scan.worker_memory": self.worker_memory,
                 "scan.worker_cpu_s": self.cpu_limit_s, "scan.retry_failed": self.retry_failed,
                 "scan.ray_address": self.ray_address, "scan.gpus_per_model": self.gpus_per_model,
-                "scan.cpus_per_model": self.cpus_per_model}
+                "scan.cpus_per_model": self.cpus_per_model, "scan.ui_url": self.ui_url}

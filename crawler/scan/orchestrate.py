@@ -53,6 +53,7 @@ from plugin.outcomes import (ALREADY_AUDITED, FAILED, INVESTIGATE, REFUSED_REMOT
 from plugin.report import shorten
 from plugin.tracking import T_DOC_SCORE, T_DOMAIN, T_ERROR, T_MODEL_ID, T_OUTCOME, T_REVISION, T_SOURCE, T_STATUS, \
     T_VERDICT
+from plugin.view import ui_base
 
 LISTING_ROW = "(listing)"  # the row that records a listing that failed part-way
 T_LISTING_ERROR = "domain_finder.listing_error"
@@ -78,7 +79,6 @@ def scan(source_spec: str, corpus: str = "demo", recipe: Recipe | str | None = N
 
 def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
     """Scans ``source_spec`` once with validated options; the caller prints ``report.table()``."""
-    t_scan = time.time()
     source_opts = dict(opts.source_options)
     if opts.limit is not None:
         source_opts["limit"] = opts.limit
@@ -139,14 +139,15 @@ def run_scan(source_spec: str, opts: ScanOptions) -> ScanReport:
         if pool is not None:
             finish([_finished(pending.pop(k)) for k in pool.drain()])
         bar.close()
-        report.seconds = time.time() - t_scan
+        report.seconds = time.time() - parent.info.start_time / 1000  # the run's own duration, to the second
         counts = Counter(r.outcome for r in report.rows)
         tracking.log_metrics({"scan.models": len(report.rows), "scan.seconds": report.seconds,
                               **{f"scan.{k}": v for k, v in counts.items()},
                               **{f"scan.format.{k}": v for k, v in report.formats.items()}})
         tracking.log_text(summary_csv(report.rows), "scan_summary.csv")
         tracking.log_text(report.table(), "scan_summary.md")
-        tracking.log_text(report.html(), "scan_report.html")
+        tracking.log_text(report.html(ui_base(tracking.tracking_uri(), opts.ui_url)), "scan_report.html")
+        tracking.describe_run(report.description())
         ledger.release(parent.info.run_id)
     return report
 
@@ -233,7 +234,7 @@ def _triage(model: HubModel, opts: ScanOptions, doc, detected: Detected | None) 
         return row
     if not doc.undocumented and not opts.include_documented:
         row.outcome = SKIPPED_DOCUMENTED
-        row.reason = (f"documentation score {doc.score:.2f}"
+        row.reason = (f"undocumented score {doc.score:.2f}"
                       + (f"; datasets: {', '.join(doc.datasets)}" if doc.datasets else "")
                       + ("; " + "; ".join(doc.reasons) if doc.reasons else ""))
         return row

@@ -5,7 +5,7 @@ import csv
 import io
 from dataclasses import asdict, dataclass, field
 
-from plugin.report import scan_html
+from crawler.scan.view import scan_description, scan_page
 
 SUMMARY_COLUMNS = ("repo", "sha", "outcome", "domain", "verdict", "confidence", "flags", "classes_found", "queries",
                    "seconds", "reason")
@@ -49,8 +49,13 @@ class ScanReport:
 
     def html(self, ui_base: str = "") -> str:
         """The scan's HTML report: refused and failed models first, each linked to its run."""
-        return scan_html(self.source, [asdict(r) for r in self.rows], run_id=self.run_id,
+        return scan_page(self.source, [asdict(r) for r in self.rows], run_id=self.run_id,
                          experiment_id=self.experiment_id, seconds=self.seconds, ui_base=ui_base)
+
+    def description(self) -> str:
+        """The parent run's Markdown description, every model linked to its run."""
+        return scan_description(self.source, [asdict(r) for r in self.rows], experiment_id=self.experiment_id,
+                                seconds=self.seconds)
 
 
 def markdown_table(rows: list[ScanRow]) -> str:

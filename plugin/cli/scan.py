@@ -11,6 +11,7 @@ from crawler.scan.orchestrate import LISTING_ROW
 from plugin.core.errors import HubError
 from plugin import tracking
 from plugin.outcomes import CATEGORIES
+from plugin.view import ui_base, view_url
 
 EXIT_SOME_FAILED = 4  # the scan ran to the end, but some repos (or the listing) failed
 from crawler.scheduler import Nightly
@@ -53,6 +54,8 @@ def add_scan_options(s: argparse.ArgumentParser) -> None:
                    help="address-space limit of each investigation worker, bytes (default: 16 GiB)")
     s.add_argument("--worker-cpu", type=float, default=None,
                    help="CPU-time limit of each worker, seconds (default: --timeout x CPU count)")
+    s.add_argument("--ui-url", default="", help="the MLflow UI's address (http://host:port/), for links in "
+                   "scan_report.html; default: the tracking URI when it is http(s), else links by run id")
     s.add_argument("--experiment", default=None,
                    help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'domain-finder')")
 
@@ -69,7 +72,7 @@ def scan_kwargs(args) -> dict:
                 source_options=opts,
                 retry_failed=getattr(args, "retry_failed", None),
                 worker_memory=getattr(args, "worker_memory", DEFAULT_WORKER_MEMORY),
-                worker_cpu_s=getattr(args, "worker_cpu", None))
+                worker_cpu_s=getattr(args, "worker_cpu", None), ui_url=getattr(args, "ui_url", "") or "")
 
 
 def _validated(args) -> dict:
@@ -115,6 +118,8 @@ def cmd_scan(args) -> int:
     print(report.table(), end="")
     print(f"scan run {report.run_id}: {len(report.rows)} models in {report.seconds:.0f} s")
     print(f"open the runs with:\n  mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}")
+    base = ui_base(tracking.tracking_uri(), args.ui_url) or "http://127.0.0.1:5000/"  # mlflow ui's default address
+    print(f"then the headline view: {view_url(base, report.experiment_id)}")
     if report.rows and all(r.repo == LISTING_ROW for r in report.rows):
         # Nothing could be listed at all: the hub is unreachable, which has its own exit code.
         raise HubError(f"{args.source}: nothing listed; {report.rows[0].reason}")
