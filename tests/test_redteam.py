@@ -58,18 +58,21 @@ def _kill_mid_investigation(spec: str, recipe_file: Path) -> None:
     deadline = time.time() + 180
     try:
         while time.time() < deadline:
+            # The scan claims the run (RUNNING) before it fetches; the worker tags it "running" once it investigates.
             running = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-                       if r.info.status == "RUNNING" and _tag(r, "model_id") == BENIGN]
+                       if r.info.status == "RUNNING" and _tag(r, "model_id") == BENIGN and _tag(r, "status") == "running"]
             if running:
-                time.sleep(4)  # the worker has spawned and is loading the model
+                time.sleep(0.5)  # inside the investigation, well before its end
                 break
             assert proc.poll() is None, "the scan to kill ended on its own"
             time.sleep(0.3)
         else:
             pytest.fail("the benign repo's investigation never started")
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the scan ended before it could be killed mid-investigation"
     time.sleep(1.5)  # the orphaned worker notices its scan is gone and exits
 
 
