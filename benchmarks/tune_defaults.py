@@ -140,8 +140,10 @@ def main() -> None:
     halves = [VALIDATION] if args.half == "both" else [args.half]
     for half in halves:
         r = evaluate(truth, half, chosen, args.seeds, corpus, boxes)
+        trained = sorted({i["training_seed"] for i in truth["models"].values() if i["half"] == half})
+        models = sorted({i["model"] for i in truth["models"].values() if i["half"] == half})
         print(f"\n{half} half, recipe {args.recipe} ({chosen.score_pass} pass), pass seeds {args.seeds}, "
-              f"training seeds 0 and 1:\n  {line(r)}")
+              f"training seeds {trained}, {len(models)} models:\n  {line(r)}")
         if args.misses:
             print("  misses: " + ", ".join(r["misses"]))
 

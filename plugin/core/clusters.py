@@ -278,7 +278,8 @@ def eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:
     return big or clusters
 
 
-def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe, leaves: list[str]) -> list[Cluster | None]:
+def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe, leaves: list[str],
+                    takers: np.ndarray | None = None) -> list[Cluster | None]:
     """Picks one cluster per class.
 
     First each class alone by the α-objective (ties to the larger cluster: the
@@ -296,7 +297,7 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
     chosen = [max(p, key=lambda c: (round(c.objective, 12), len(c.members))) if p else None for p in pools]
     if recipe.coherence <= 0:
         return chosen
-    pools = _anchor_pools(pools, chosen, corpus.hierarchy, leaves, recipe)
+    pools = _anchor_pools(pools, chosen, corpus.hierarchy, leaves, recipe, takers)
     used = sorted({j for p in pools for c in p for j in c.members})
     if not used:
         return chosen
@@ -354,7 +355,7 @@ def _leaf_distances(hier, leaves: list[str], a: Sequence[int], b: Sequence[int])
 
 
 def _anchor_pools(pools: list[list[Cluster]], own: list[Cluster | None], hier, leaves: list[str],
-                  recipe: Recipe) -> list[list[Cluster]]:
+                  recipe: Recipe, takers: np.ndarray | None = None) -> list[list[Cluster]]:
     """Coherence may not move an *anchored* class into another domain.
 
     A class is anchored when its own best cluster is strong (functional score
@@ -363,7 +364,11 @@ def _anchor_pools(pools: list[list[Cluster]], own: list[Cluster | None], hier, l
     anchor each other, so the garment classes cannot pull them over. An
     anchored class keeps to clusters whose every leaf lies near its own best.
     A lone out-of-domain best (``footwear``'s ankle boot on every digit, a
-    sink) has no such support and stays open to coherence.
+    sink) has no such support and stays open to coherence. Nor does an own
+    best that is itself a sink: when ``takers`` (per leaf, the class taking
+    most of its copies) give its leaves to fewer distinct classes than
+    ``coherence_anchor_spread`` of them (seven digits all "T-shirt"), two such
+    classes would otherwise anchor each other on a foreign subtree.
     """
     strong = [k for k, c in enumerate(own) if c is not None and not c.weak]
     used = sorted({j for k in strong for j in own[k].members})
@@ -376,7 +381,9 @@ def _anchor_pools(pools: list[list[Cluster]], own: list[Cluster | None], hier, l
     starts = np.cumsum([0] + [len(own[k].members) for k in strong])[:-1]
     out = []
     for pool, c in zip(pools, own):
-        if c is None or c.weak or c.functional < recipe.coherence_anchor_score:
+        if c is None or c.weak or c.functional < recipe.coherence_anchor_score or (
+                takers is not None and len({int(takers[j]) for j in c.members}) < recipe.coherence_anchor_spread
+                * len(c.members)):
             out.append(pool)
             continue
         # Per pooled leaf, the hops to the nearest leaf of the class's own best.

@@ -40,7 +40,8 @@ KINDS = (DECOY, MIXED, LABELS, SINK)
 
 def model_flags(classes: Sequence[ClassFinding], sp: ScorePass, hierarchy, recipe: Recipe) -> tuple[Flag, ...]:
     """Every flag the search alone can raise (all but ``label-contradiction``)."""
-    return (*decoy_flags(classes, sp, hierarchy, recipe), *mixed_domain_flags(classes, hierarchy, recipe),
+    return (*decoy_flags(classes, sp, hierarchy, recipe),
+            *mixed_domain_flags(classes, hierarchy, recipe, takers=sp.counts.argmax(axis=0), leaves=sp.leaves),
             *sink_flags(classes, sp, hierarchy, recipe))
 
 
@@ -153,14 +154,24 @@ def _domain_one_to_one(side: str | None, sp: ScorePass, adjusted: np.ndarray, hi
     return len(set(taker[cols].tolist())) / len(cols) if cols else 0.0
 
 
-def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe) -> list[Flag]:
+def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe, takers: np.ndarray | None = None,
+                       leaves: Sequence[str] | None = None) -> list[Flag]:
     """``mixed-domains``: found classes whose chosen leaves fall into far-apart groups.
 
     Classes are linked when some chosen leaf of one lies closer than
     ``mixed_domain_distance`` hops to a chosen leaf of the other; two or more
-    linked groups are flagged, each with its classes and its LCA.
+    linked groups are flagged, each with its classes and its LCA. A chosen
+    cluster that is itself a sink is no second domain: with ``takers`` (per
+    leaf of ``leaves``, the class taking most of its copies), a cluster of at
+    least three leaves that go to fewer distinct classes than
+    ``coherence_anchor_spread`` of them (every digit "ankle boot") is left
+    out; ``sink-class`` is the flag for that.
     """
     found = [c for c in classes if c.found and c.leaves]
+    if takers is not None and leaves is not None:
+        at = {s: k for k, s in enumerate(leaves)}
+        found = [c for c in found if len(c.leaves) < 3 or len({int(takers[at[n.synset]]) for n in c.leaves})
+                 >= recipe.coherence_anchor_spread * len(c.leaves)]
     if len(found) < 2:
         return []
     leaves = sorted({n.synset for c in found for n in c.leaves})

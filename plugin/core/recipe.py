@@ -78,6 +78,7 @@ class Recipe:
     singleton_candidates: bool = True  # every strong leaf is also a cluster of its own (K = n)
     coherence_anchor_score: float = 0.6  # a class's own best this strong ...
     coherence_anchor_classes: int = 1  # ... and near this many other classes' own bests is not pulled far away
+    coherence_anchor_spread: float = 0.5  # ... unless its own best is a sink: its leaves go to fewer distinct classes
     sink_contrast: float = 0.5  # weight of what the class absorbs around a cluster (the sink null model), subtracted
     sink_radius: float = 4.0  # ... from the leaves within this many hops of a member
     filter_all: bool = False  # step 4 queries every unsent image of the chosen leaves (else until min_samples came back)

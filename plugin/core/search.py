@@ -52,7 +52,7 @@ def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | N
 def _choose(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict):
     scaled = _scaled(sp, recipe)
     options = class_clusters(sp, corpus, scaled, cache)
-    return options, choose_clusters(options, corpus, scaled, sp.leaves)
+    return options, choose_clusters(options, corpus, scaled, sp.leaves, np.asarray(sp.counts).argmax(axis=0))
 
 
 def _fingerprint(sp: ScorePass) -> bytes:
