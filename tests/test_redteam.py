@@ -62,7 +62,7 @@ def _kill_mid_investigation(spec: str, recipe_file: Path) -> None:
             running = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
                        if r.info.status == "RUNNING" and _tag(r, "model_id") == BENIGN and _tag(r, "status") == "running"]
             if running:
-                time.sleep(0.5)  # inside the investigation, well before its end
+                time.sleep(0.2)  # inside the investigation, well before its end
                 break
             assert proc.poll() is None, "the scan to kill ended on its own"
             time.sleep(0.3)
@@ -111,7 +111,9 @@ def test_red_team(tmp_path, monkeypatch):
 
         bump_repo(root, BENIGN)
         recipe_file = tmp_path / "fast.yaml"
-        recipe_file.write_text("images_per_leaf: 3\ntransforms_per_image: 1\nmontage_samples: 8\n")
+        # Enough work that the investigation is still running when the kill comes, even on an idle machine.
+        recipe_file.write_text("images_per_leaf: 50\ntransforms_per_image: 8\nscore_pass: exhaustive\n"
+                               "montage_samples: 8\n")
         _kill_mid_investigation(spec, recipe_file)
         third = _scan(spec, crashed)
         assert third[BENIGN].outcome == INVESTIGATE
