@@ -81,6 +81,19 @@ def test_transformers_safetensors_sharded_and_pickled_load_the_same_model(tmp_pa
         assert np.array_equal(bb.predict_tensor(pre(images)), want)
 
 
+def test_loading_offline_gives_the_environment_back(tmp_path, monkeypatch):
+    """The Hub switches are on while transformers loads and as they were afterwards (a later listing must work)."""
+    import os
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DISABLE_SAFETENSORS_CONVERSION"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    folder = write_transformers_repo(tmp_path / "r", tiny_vit(["tabby", "espresso"], seed=1))
+    assert formats.load_blackbox(folder).num_classes == 2
+    assert "HF_HUB_OFFLINE" not in os.environ and "DISABLE_SAFETENSORS_CONVERSION" not in os.environ
+    assert os.environ["TRANSFORMERS_OFFLINE"] == "0"
+
+
 def test_label_placeholders_name_nothing_but_still_count_as_classes(tmp_path):
     folder = write_transformers_repo(tmp_path / "r", tiny_vit([f"LABEL_{i}" for i in range(10)]))
     info = formats.preflight(folder)

@@ -1,8 +1,10 @@
 """Environment variables, read in this one module."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 from plugin.core.errors import ConfigError
 
@@ -40,3 +42,26 @@ def io_threads() -> int:
     if not 1 <= n <= 256:
         raise ConfigError(f"DOMAIN_FINDER_THREADS must be a whole number from 1 to 256, not {raw!r}")
     return n
+
+
+# The Hub client and transformers read these at import or load time: no request, no safetensors conversion bot.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DISABLE_SAFETENSORS_CONVERSION": "1"}
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """No network while a checkpoint or weights folder loads; the caller's environment comes back afterwards.
+
+    Restoring matters: a process that loads a model and then lists a hub (a test
+    run, a notebook) must not find its Hub client switched off.
+    """
+    old = {k: os.environ.get(k) for k in OFFLINE_ENV}
+    os.environ.update(OFFLINE_ENV)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -9,9 +9,7 @@ and works without the ``[generative]`` extra.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -20,6 +18,7 @@ import numpy as np
 
 from plugin.core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from plugin.core.registry import Registry
+from plugin.core.settings import offline
 from plugin.generative.config import GenerativeConfig
 from plugin.generative.protocols import Encoder, Generator
 
@@ -148,21 +147,6 @@ def device_and_dtype(config: GenerativeConfig) -> tuple[str, str]:
     if dtype == "float16" and device == "cpu":
         raise ConfigError("generative dtype float16 needs a CUDA device; use float32 or bfloat16 on CPU")
     return device, dtype
-
-
-@contextlib.contextmanager
-def offline() -> Iterator[None]:
-    """No network while loading: the Hub client's offline switch, restored afterwards."""
-    old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update({k: "1" for k in old})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:

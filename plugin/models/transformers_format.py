@@ -18,13 +18,13 @@ Read without ever running repo code or touching the network:
 """
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from plugin.core.errors import CheckpointError
+from plugin.core.settings import offline
 from plugin.models.format_types import PREPROCESSOR, Detected, RemoteCodeError, read_folder_config
 from plugin.models.hub_layout import CONFIG, SAFETENSORS, label_names_of
 from plugin.models.limits import MAX_NUM_CLASSES, safe_json_loads
@@ -32,7 +32,6 @@ from plugin.models.limits import MAX_NUM_CLASSES, safe_json_loads
 INDEX = "model.safetensors.index.json"
 PICKLE = "pytorch_model.bin"
 _SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "DISABLE_SAFETENSORS_CONVERSION": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 @lru_cache(maxsize=1)
@@ -190,34 +189,34 @@ class TransformersFormat:
 
 def _build(folder: Path, info):
     """transformers' model from the folder: safetensors only, offline, no remote code."""
-    os.environ.update(OFFLINE_ENV)  # before transformers reads them; a scan worker imports it here first
-    from transformers import AutoConfig, AutoModelForImageClassification
-    from transformers.utils import logging as hf_logging
+    with offline():  # before transformers reads them; restored after the load
+        from transformers import AutoConfig, AutoModelForImageClassification
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        src = folder
-        if info.weights_file == PICKLE:  # our allowlist + weights_only=True; transformers sees safetensors only
-            from safetensors.torch import save_file
+        with tempfile.TemporaryDirectory() as tmp:
+            src = folder
+            if info.weights_file == PICKLE:  # our allowlist + weights_only=True; transformers sees safetensors only
+                from safetensors.torch import save_file
 
-            from plugin.models.checkpoint import load_state_dict
+                from plugin.models.checkpoint import load_state_dict
 
-            sd = load_state_dict(folder, PICKLE)
-            src = Path(tmp)
-            (src / CONFIG).write_bytes((folder / CONFIG).read_bytes())
-            save_file({k: v.contiguous() for k, v in sd.items()}, str(src / SAFETENSORS))
-        try:
-            config = AutoConfig.from_pretrained(src, trust_remote_code=False, local_files_only=True)
-            model, loading = AutoModelForImageClassification.from_pretrained(
-                src, config=config, trust_remote_code=False, local_files_only=True, use_safetensors=True,
-                output_loading_info=True)
-        except ValueError as e:
-            if "trust_remote_code" in str(e):
-                raise RemoteCodeError(f"{folder.name}: transformers wants remote code: {str(e)[:200]}") from e
-            raise CheckpointError(f"{folder.name}: transformers cannot build it: {str(e)[:300]}") from e
-        except (OSError, RuntimeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{folder.name}: weights do not fit {info.architecture}: {str(e)[:300]}") from e
+                sd = load_state_dict(folder, PICKLE)
+                src = Path(tmp)
+                (src / CONFIG).write_bytes((folder / CONFIG).read_bytes())
+                save_file({k: v.contiguous() for k, v in sd.items()}, str(src / SAFETENSORS))
+            try:
+                config = AutoConfig.from_pretrained(src, trust_remote_code=False, local_files_only=True)
+                model, loading = AutoModelForImageClassification.from_pretrained(
+                    src, config=config, trust_remote_code=False, local_files_only=True, use_safetensors=True,
+                    output_loading_info=True)
+            except ValueError as e:
+                if "trust_remote_code" in str(e):
+                    raise RemoteCodeError(f"{folder.name}: transformers wants remote code: {str(e)[:200]}") from e
+                raise CheckpointError(f"{folder.name}: transformers cannot build it: {str(e)[:300]}") from e
+            except (OSError, RuntimeError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{folder.name}: weights do not fit {info.architecture}: {str(e)[:300]}") from e
     missing = [*(loading.get("missing_keys") or []), *(loading.get("mismatched_keys") or [])]
     if missing:  # transformers would fill them with random values: that is not the model the repo holds
         raise CheckpointError(f"{folder.name}: weights do not fit {info.architecture}: {len(missing)} tensors "
