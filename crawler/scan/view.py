@@ -11,18 +11,17 @@ from which no link can leave, so the page says where the working links are.
 """
 from __future__ import annotations
 
-import hashlib
 import html
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from plugin.models.checkpoint import sha256_file
 from plugin.view import ML_WORKFLOW, run_url, view_url
 
 # Outcomes that need no look (done, or settled before): everything else is a security verdict or a failure.
 QUIET = ("investigate", "already-audited", "skipped-documented", "skipped-encoder", "submitted")
 DESCRIPTION_ROWS = 40  # the parent run's description lists this many models; the report lists all
-HASH_CHUNK = 1 << 20
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:12px;color:#1d2330}
@@ -124,9 +123,5 @@ def downloaded_hashes(folder: str | Path, prefix: str) -> dict[str, str]:
     root = Path(folder)
     for p in sorted(root.rglob("*")):
         if p.is_file() and not p.is_symlink():
-            h = hashlib.sha256()
-            with open(p, "rb") as fh:
-                for block in iter(lambda: fh.read(HASH_CHUNK), b""):
-                    h.update(block)
-            out[f"{prefix}{p.relative_to(root).as_posix()}"] = h.hexdigest()
+            out[f"{prefix}{p.relative_to(root).as_posix()}"] = sha256_file(p)
     return out
