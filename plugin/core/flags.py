@@ -41,8 +41,14 @@ KINDS = (DECOY, MIXED, LABELS, SINK)
 def model_flags(classes: Sequence[ClassFinding], sp: ScorePass, hierarchy, recipe: Recipe) -> tuple[Flag, ...]:
     """Every flag the search alone can raise (all but ``label-contradiction``)."""
     return (*decoy_flags(classes, sp, hierarchy, recipe),
-            *mixed_domain_flags(classes, hierarchy, recipe, takers=sp.counts.argmax(axis=0), leaves=sp.leaves),
+            *mixed_domain_flags(classes, hierarchy, recipe, takers=_takers(sp), leaves=sp.leaves, support=sp.support),
             *sink_flags(classes, sp, hierarchy, recipe))
+
+
+def _takers(sp: ScorePass) -> np.ndarray:
+    """Per leaf, the class taking most of its copies (-1 for a leaf none of whose copies came back as a class)."""
+    counts = np.asarray(sp.counts)
+    return np.where(counts.sum(axis=0) > 0, counts.argmax(axis=0), -1)
 
 
 def _node(hier, synset: str) -> dict:
@@ -155,34 +161,45 @@ def _domain_one_to_one(side: str | None, sp: ScorePass, adjusted: np.ndarray, hi
 
 
 def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe, takers: np.ndarray | None = None,
-                       leaves: Sequence[str] | None = None) -> list[Flag]:
-    """``mixed-domains``: found classes whose chosen leaves fall into far-apart groups.
+                       leaves: Sequence[str] | None = None, support: np.ndarray | None = None) -> list[Flag]:
+    """``mixed-domains``: found classes whose chosen leaves fall into far-apart domains.
 
     Classes are linked when some chosen leaf of one lies closer than
-    ``mixed_domain_distance`` hops to a chosen leaf of the other; two or more
-    linked groups are flagged, each with its classes and its LCA. A chosen
-    cluster that is itself a sink is no second domain: with ``takers`` (per
-    leaf of ``leaves``, the class taking most of its copies), a cluster of at
-    least three leaves that go to fewer distinct classes than
-    ``coherence_anchor_spread`` of them (every digit "ankle boot") is left
-    out; ``sink-class`` is the flag for that.
+    ``mixed_domain_distance`` hops to a chosen leaf of the other; the linked
+    groups that are *domains* are counted, and two or more are flagged, each
+    with its classes and its LCA. With ``takers`` (per leaf of ``leaves``, the
+    class taking most of its copies), two kinds of evidence are no second domain:
+
+    - a class with a strong alternative far away (its runner-up reaches
+      ``decoy_min_score``): it could as well sit with the others, so it does not
+      split them (a 10-class fashion model's dress class on the digits, whose
+      dress leaf answers too);
+    - a group whose region (its chosen leaves, and the leaves within
+      ``sink_radius`` hops that can supply ``min_samples`` images) goes to one
+      class only: a model discriminates inside its domain, while a sink is a
+      region it sends wholesale to one class (every digit "ankle boot"; the
+      face leaf "bag"). ``sink-class`` is the flag for that.
     """
     found = [c for c in classes if c.found and c.leaves]
-    if takers is not None and leaves is not None:
-        at = {s: k for k, s in enumerate(leaves)}
-        found = [c for c in found if len(c.leaves) < 3 or len({int(takers[at[n.synset]]) for n in c.leaves})
-                 >= recipe.coherence_anchor_spread * len(c.leaves)]
+    guard = takers is not None and leaves is not None
+    if guard:  # a class that answers as strongly in a region where the model discriminates could sit there
+        found = [c for c in found if c.runner_up is None or c.runner_up.functional_score < recipe.decoy_min_score
+                 or len(_region_takers([n.synset for n in c.runner_up.leaves], hier, recipe, takers, leaves,
+                                       support)) < 2]
     if len(found) < 2:
         return []
-    leaves = sorted({n.synset for c in found for n in c.leaves})
-    col = {s: k for k, s in enumerate(leaves)}
-    dist = np.asarray(hier.distance_matrix(leaves), dtype=float)
+    chosen = sorted({n.synset for c in found for n in c.leaves})
+    col = {s: k for k, s in enumerate(chosen)}
+    dist = np.asarray(hier.distance_matrix(chosen), dtype=float)
     dist = np.where(np.isfinite(dist), dist, 100.0)  # disconnected custom roots: far apart
     flat = np.array([col[n.synset] for c in found for n in c.leaves], dtype=int)
     starts = np.cumsum([0] + [len(c.leaves) for c in found])[:-1]
     # Class-to-class distance = nearest pair of chosen leaves (vectorised: 1,000 classes are 1M pairs).
     between = np.minimum.reduceat(np.minimum.reduceat(dist[flat][:, flat], starts, axis=0), starts, axis=1)
     groups = _components(between < recipe.mixed_domain_distance)
+    if guard:
+        groups = [g for g in groups if len(_region_takers([n.synset for k in g for n in found[k].leaves], hier, recipe,
+                                                          takers, leaves, support) & {found[k].index for k in g}) >= 2]
     if len(groups) < 2:
         return []
     out = []
@@ -191,7 +208,19 @@ def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe, ta
         out.append({"classes": [found[k].index for k in g], "domain": _node(hier, lca) if lca else None})
     gaps = [float(between[np.ix_(a, b)].min()) for n, a in enumerate(groups) for b in groups[n + 1:]]
     evidence = {"groups": out, "min_distance": min(gaps)}
-    return [Flag(MIXED, tuple(sorted(c.index for c in found)), evidence)]
+    return [Flag(MIXED, tuple(sorted(found[k].index for g in groups for k in g)), evidence)]
+
+
+def _region_takers(chosen: Sequence[str], hier, recipe: Recipe, takers: np.ndarray, leaves: Sequence[str],
+                   support: np.ndarray | None) -> set[int]:
+    """Distinct classes taking the leaves of a group's region: its chosen leaves, and the leaves within
+    ``sink_radius`` hops of them that can supply ``min_samples`` images."""
+    d = np.asarray(hier.distance_matrix(list(chosen), list(leaves)), dtype=float)
+    near = (np.where(np.isfinite(d), d, np.inf) <= recipe.sink_radius).any(axis=0)
+    if support is not None:
+        near &= np.asarray(support) >= recipe.min_samples
+    near[[k for k, s in enumerate(leaves) if s in set(chosen)]] = True
+    return set(np.asarray(takers)[near].tolist()) - {-1}
 
 
 def sink_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Recipe) -> list[Flag]:
