@@ -284,22 +284,14 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
 
     First each class alone by the α-objective (ties to the larger cluster: the
     paper prefers inclusive domains). Then, when ``coherence`` > 0, a few
-    rounds of coordinate ascent add ``coherence`` x how near a cluster lies to
-    the other classes' chosen clusters: the classes of one model usually share
-    a domain, which breaks ties that out-of-domain leaves (a 3-class model
-    labels *everything*) would otherwise win. Leaves, not LCA domains, because
-    a generic domain ("whole") sits close to everything and would be rewarded
-    for being vague. Coherence never moves an anchored class into another
-    domain (:func:`_anchor_pools`), so a mixed model keeps both of its domains.
-
-    "How near" is a share: per leaf, the share of the other classes that
-    chose a leaf within ``runner_up_min_distance`` hops of it (the distance
-    that makes "another domain" for the runner-up and the flags), and per
-    cluster, the mean over its leaves. Coherence so picks the *domain* and
-    leaves its extent to the objective. The earlier graded closeness (1 /
-    hops) also rewarded a cluster for lying a hop nearer within the domain:
-    "trouser" beat "trouser and dress" for a dress class beside a T-shirt
-    class (README "Choosing the defaults", measured on both halves).
+    rounds of coordinate ascent add ``coherence`` x the mean closeness of a
+    cluster's *leaves* to the leaves the model's other classes chose: the
+    classes of one model usually share a domain, which breaks ties that
+    out-of-domain leaves (a 3-class model labels *everything*) would otherwise
+    win. Leaves, not LCA domains, because a generic domain ("whole") sits
+    close to everything and would be rewarded for being vague. Coherence never
+    moves an anchored class into another domain (:func:`_anchor_pools`), so a
+    mixed model keeps both of its domains.
     """
     pools = [eligible(o, recipe) for o in options]
     chosen = [max(p, key=lambda c: (round(c.objective, 12), len(c.members))) if p else None for p in pools]
@@ -311,36 +303,40 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
         return chosen
     col = {j: k for k, j in enumerate(used)}
     dist = corpus.hierarchy.distance_matrix([leaves[j] for j in used])
-    near = np.where(np.isfinite(dist), dist, np.inf) < recipe.runner_up_min_distance
-    members = [[col[j] for j in c.members] for p in pools for c in p]  # every pooled cluster's rows of ``near``
-    at = np.cumsum([0] + [len(p) for p in pools])  # pool i's clusters are members[at[i]:at[i + 1]]
+    close = np.where(dist == 0, 1.0, 1.0 / np.where(np.isfinite(dist) & (dist > 0), dist, np.inf))
 
-    # Per pooled leaf and class: 1 when the class chose a leaf in the leaf's domain (0 when it chose none).
-    nearest = np.zeros((len(used), len(pools)))
-    has = np.zeros(len(pools), dtype=bool)
+    def weights(c: Cluster | None) -> np.ndarray:
+        w = np.zeros(len(used))
+        if c is not None and not c.weak:
+            w[[col[j] for j in c.members]] = 1.0 / len(c.members)  # each class counts once
+        return w
 
-    def place(k: int, c: Cluster | None) -> None:
-        has[k] = c is not None and not c.weak
-        nearest[:, k] = near[:, [col[j] for j in c.members]].any(axis=1) if has[k] else 0.0
-
-    for k, c in enumerate(chosen):
-        place(k, c)
-    total = nearest.sum(axis=1)
+    # Per pool: its leaves (rows of ``close``) and which cluster holds which, so a class's bonuses
+    # are two small products, not one product per cluster.
+    rows, holds = [], []
+    for pool in pools:
+        rows.append(sorted({col[j] for c in pool for j in c.members}))
+        at = {k: n for n, k in enumerate(rows[-1])}
+        holds.append(np.zeros((len(pool), len(rows[-1]))))
+        for n, c in enumerate(pool):
+            holds[-1][n, [at[col[j]] for j in c.members]] = 1.0
     for _ in range(recipe.coherence_rounds):
         changed = False
+        total = sum(weights(c) for c in chosen)
         for i, pool in enumerate(pools):
-            others = int(has.sum()) - int(has[i])
-            if not pool or others <= 0:
+            if not pool:
                 continue
-            per_leaf = (total - nearest[:, i]) / others
-            bonus = [float(per_leaf[m].mean()) for m in members[at[i]:at[i + 1]]]
+            others = total - weights(chosen[i])
+            n_others = others.sum()
+            if n_others <= 0:
+                continue
+            # A cluster's bonus: the mean closeness of its leaves to the other classes' chosen leaves.
+            bonus = (holds[i] @ (close[rows[i]] @ others) / holds[i].sum(axis=1) / n_others).tolist()
             keys = [(round(c.objective + recipe.coherence * b, 12), len(c.members)) for c, b in zip(pool, bonus)]
             best = pool[max(range(len(pool)), key=keys.__getitem__)]
             if best is not chosen[i]:
-                total -= nearest[:, i]
+                total += weights(best) - weights(chosen[i])
                 chosen[i], changed = best, True
-                place(i, best)
-                total += nearest[:, i]
         if not changed:
             break
     return chosen
