@@ -304,13 +304,16 @@ def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path, capsys
     opts = {k: v for k, v in tiny_options(sd, clip, start_prompts=2, pool=3, guidance=1.0, montage_seeds=1).items()
             if k not in ("sd_dir", "clip_dir")}
     recipe_file = tmp_path / "recipe.yaml"
-    recipe_file.write_text(yaml.safe_dump({"images_per_leaf": 8, "transforms_per_image": 1,
-                                           "check_options": {"generative": opts}}))
+    # The clone check is listed first: it must still run after the generative check, whose domains it samples.
+    clone = {"max_transfer": 12, "epochs": 2, "min_steps": 4, "student_input_size": 16, "batch_size": 16}
+    recipe_file.write_text(yaml.safe_dump({"images_per_leaf": 8, "transforms_per_image": 1, "checks": ["clone"],
+                                           "check_options": {"generative": opts, "clone": clone}}))
     assert main(["investigate", "footwear", "--corpus", "demo", "--recipe", str(recipe_file), "--no-progress",
                  "--generative", str(sd), "--clip", str(clip), "--generative-classes", "all",
                  "--generative-budget", "14", "--json", str(tmp_path / "findings.json")]) == 0
     printed = capsys.readouterr().out
-    summary = json.loads((tmp_path / "findings.json").read_text())["generative"]
+    findings = json.loads((tmp_path / "findings.json").read_text())
+    summary = findings["generative"]
     assert summary["classes_searched"] == [0, 1, 2]
     classes = summary["classes"]
     assert printed.count(": generated '") == 3 and "check generative: generation named" in printed
@@ -328,8 +331,18 @@ def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path, capsys
     assert run.data.params["recipe.check_options.generative.k"] == "2"
     assert run.data.params["recipe.check_options.generative.perturb_scale"] == "0.3"
     assert run.data.params["recipe.check_options.generative.max_queries"] == "14"
-    search_queries = json.loads((tmp_path / "findings.json").read_text())["queries"]
-    assert run.data.metrics["queries_total"] == search_queries + 14
+    # The model-level answer says which classes the corpus named and which generation named, with a prompt each.
+    said = (f"corpus named {len(named['corpus'])}/3, generation named {len(named['generation'])}/3"
+            + "".join(f" ('{classes[i]['embeddings'][0]['nearest_prompts'][0]}'" for i in named["generation"][:1]))
+    answer = findings["verdict"]["answer"]
+    assert said in answer and f"run {run_id}: {answer}" in printed
+    assert said in run.data.tags["mlflow.note.content"]
+    # The clone check's generated arm: 12 samples of the saved domains (4 per class), labelled by the black box.
+    cl = findings["clone"]
+    assert [c["images"] for c in cl["generated"]["classes"]] == [4, 4, 4] and "generated" in cl["average"]
+    assert cl["queries"] == 12 + cl["transfer_sizes"]["true"] + 12 and "clone.generated_acc" in run.data.metrics
+    search_queries = findings["queries"]
+    assert run.data.metrics["queries_total"] == search_queries + 14 + cl["queries"]
     recipe = Recipe.load(str(recipe_file))
     first = classes[0]
     assert 1 <= len(first["embeddings"]) <= 2
