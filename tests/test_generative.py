@@ -368,3 +368,40 @@ def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path, capsys
     out = tmp_path / "more"
     assert main(["generative-sample", folder, "--generative", str(sd), "--seeds", "2", "--out", str(out)]) == 0
     assert len(list(out.glob("*.png"))) == 2 * len(emb)
+
+
+@pytest.fixture
+def paint_world():
+    """The fake world's generator and encoder registered as "paint" (removed afterwards), and their options."""
+    from plugin.generative.real import ENCODERS, GENERATORS
+
+    GENERATORS["paint"], ENCODERS["paint"] = (lambda config: PaintGenerator()), (lambda config: PaintEncoder())
+    yield {"sd_dir": "paint", "clip_dir": "paint", "generator": "paint", "encoder": "paint", "device": "cpu",
+           "classes": "all", "k": 2, "pool": 4, "rounds": 6, "seeds": 4, "start_prompts": 4, "montage_seeds": 0}
+    del GENERATORS["paint"], ENCODERS["paint"]
+
+
+@pytest.mark.slow
+def test_plan_keeps_the_generative_budget_from_the_corpus_pass(paint_world, demo_models, demo_corpus, tmp_path):
+    from plugin.core.recipe import Recipe
+    from plugin.core.search import search
+    from plugin.demo.models import model_dir
+    from plugin.investigate import investigate, load_blackbox, pass_queries, plan_investigation
+
+    recipe = Recipe(images_per_leaf=8, transforms_per_image=1)  # adaptive: it fits its rounds into the budget
+    least = pass_queries(demo_corpus, recipe, least=True)
+    options = {"generative": {**paint_world, "max_queries": 40}}
+    budget = least + 40
+    plan = plan_investigation(demo_corpus, recipe.replace(query_budget=budget), ["generative"], options)
+    assert plan.reserved == 40 and plan.queries == plan.score_queries + 40
+    with pytest.raises(ConfigError, match=rf"budget {budget - 1} is below the {budget} queries .*\+ generative 40;"):
+        plan_investigation(demo_corpus, recipe.replace(query_budget=budget - 1), ["generative"], options)
+    # Alone, the adaptive pass spends into the 40; with the generative check listed it leaves them for its stage.
+    alone = search(load_blackbox(model_dir("footwear"), recipe.replace(query_budget=budget)), demo_corpus,
+                   recipe.replace(query_budget=budget), model="footwear")
+    assert alone.findings.queries > least
+    inv = investigate(model_dir("footwear"), demo_corpus, recipe.replace(query_budget=budget), checks=["generative"],
+                      check_options=options, progress=False, json_out=tmp_path / "f.json")
+    found = json.loads((tmp_path / "f.json").read_text())
+    assert found["queries"] <= least and found["generative"]["queries"] == 40
+    assert inv.metrics["queries_total"] == found["queries"] + 40 <= budget
