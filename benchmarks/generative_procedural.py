@@ -214,6 +214,20 @@ def random_search(target, bb, gen, enc, config, budget, rng):
     return best, bank.prompts
 
 
+DIAG = 64  # fresh samples per region for the diagnosis of a miss (not part of any search's queries)
+
+
+def model_rates(bb, gen, res, target: int, truth: tuple[str, str]) -> tuple[float, float]:
+    """How often the model labels fresh samples of the best kept embedding, and of the class's true region
+    (its colour and shape, any pattern), as the class: a diagnosis of a miss, outside the search's budget."""
+    seeds = list(range(10_000, 10_000 + DIAG))
+    found = gen.generate(res.embeddings[:1], seeds)[0]
+    rng = np.random.default_rng(10_000)
+    true = [render(truth[0], PATTERNS[int(rng.integers(len(PATTERNS)))], truth[1], rng) for _ in seeds]
+    return (float(np.mean(np.asarray(bb.predict(list(found))) == target)),
+            float(np.mean(np.asarray(bb.predict(true)) == target)))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=8, help="models (each with its own classes and seed)")
@@ -229,7 +243,7 @@ def main(argv=None) -> int:
                                             "start_prompts": 4,
                                             **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}})
     gen, enc = ProceduralGenerator(), ProceduralEncoder()
-    m1 = base = total = queries = 0
+    m1 = base = total = queries = ambiguous = 0
     t0 = time.perf_counter()
     for run in range(args.first_model, args.first_model + args.runs):
         rng = np.random.default_rng(run)
@@ -246,11 +260,19 @@ def main(argv=None) -> int:
             bw, bprompts = random_search(target, bb, gen, enc, config.replace(seed=run), res.queries, rng)
             ok_base = recovered(bw, list(bprompts), truth)
             m1, base, total, queries = m1 + ok, base + ok_base, total + 1, queries + res.queries
+            why = ""
+            if not ok:  # a miss: is it the search, or a region the model itself labels as the class?
+                found_rate, true_rate = model_rates(bb, gen, res, target, truth)
+                ambiguous += found_rate >= true_rate
+                why = (f"; the model labels the found region as the class in {found_rate:.0%} of {DIAG} fresh "
+                       f"samples, its true region in {true_rate:.0%}")
             print(f"model {run} class {target} {truth[0]} {truth[1]}: method 1 {'yes' if ok else 'no '} "
                   f"({res.nearest[0][0]}, relevance {res.relevance:.2f}, {res.queries} queries); "
-                  f"random {'yes' if ok_base else 'no '}")
+                  f"random {'yes' if ok_base else 'no '}{why}")
     print(f"recovered: method 1 {m1}/{total} ({m1 / total:.0%}), random search {base}/{total} ({base / total:.0%}) "
           f"at the same queries ({queries / total:.0f} per class); {time.perf_counter() - t0:.0f} s")
+    print(f"misses whose found region the model labels as the class at least as often as the class's true region: "
+          f"{ambiguous}/{total - m1} (hard labels cannot tell those regions apart)")
     return 0
 
 
