@@ -152,7 +152,8 @@ def test_unreachable_hub_has_its_own_exit_code(capsys):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("command, missing", [(["investigate", "footwear"], True), (["scan", "--source", "demo"], False)])
+@pytest.mark.parametrize("command, missing", [(["investigate", "footwear"], True),
+                                              (["scan", "--source", "demo"], False)])
 def test_recipe_listing_generative_with_bad_weights_is_refused_before_any_query(tmp_path, capsys, spy_queries,
                                                                                 command, missing):
     """The generative check's validate hook runs in plan_investigation: a recipe alone is refused too."""

@@ -15,7 +15,12 @@ CLIP's space), ``prompts.json`` (nearest prompts, weights over the prompt
 bank, the seeds, both terms of the objective) and ``montage.png``.
 
 Options: the fields of :class:`~plugin.generative.config.GenerativeConfig`.
-Without ``sd_dir`` and ``clip_dir`` the check is not applicable.
+Its hooks: ``validate`` (a plan listing it is refused in one line, before the
+first query, unless both folders, the extra and the device pass), ``reserve``
+(``max_queries`` is kept from the corpus pass) and ``answer`` (the model-level
+answer says which classes the corpus named and which generation named).
+Called without a plan and without ``sd_dir``/``clip_dir`` it is not applicable.
+:func:`generated_domains` hands its saved domains to the clone check.
 """
 from __future__ import annotations
 
@@ -72,7 +77,8 @@ def answer(summary: dict) -> str:
     prompts = {c["index"]: c["embeddings"][0]["nearest_prompts"][0] for c in summary.get("classes", [])
                if c.get("embeddings")}
     gen = named.get("generation", [])
-    shown = ", ".join(repr(shorten(prompts[i], 40)) for i in gen[:3] if i in prompts) + (", ..." if len(gen) > 3 else "")
+    shown = ", ".join(repr(shorten(prompts[i], 40)) for i in gen[:3] if i in prompts)
+    shown += ", ..." if len(gen) > 3 else ""
     return (f"corpus named {len(named.get('corpus', []))}/{total}, generation named {len(gen)}/{total}"
             + (f" ({shown})" if shown else ""))
 
@@ -116,7 +122,8 @@ def generative_check(ctx: CheckContext) -> CheckResult:
     queries = sum(r.queries for r in results)
     verdict = (f"generation named {len(named)} of {len(targets)} searched classes "
                f"(the corpus settled {len(corpus_found)} of {len(findings)})")
-    summary = {"verdict": verdict, "num_classes": len(findings), "classes_searched": [c.index for c in targets], "queries": queries,
+    summary = {"verdict": verdict, "num_classes": len(findings), "classes_searched": [c.index for c in targets],
+               "queries": queries,
                "named_by": {"corpus": corpus_found, "generation": named, "neither": neither},
                "skipped_for_budget": skipped, "config": config.to_options(),
                "classes": [r.to_dict() for r in results]}
@@ -179,7 +186,8 @@ class GeneratedDomains:
             fresh = scored[-1] + 1 + self.config.montage_seeds  # the montage used the seeds just after the scoring ones
             seeds = [*scored[:per], *range(fresh, fresh + per - len(scored[:per]))]
             drawn = np.asarray(sample(generator, emb, seeds))
-            images += list(drawn.swapaxes(0, 1).reshape(-1, *drawn.shape[2:])[:quota])  # seed-major: each embedding in turn
+            # seed-major: every embedding in turn, so a quota short of k * per still draws from each
+            images += list(drawn.swapaxes(0, 1).reshape(-1, *drawn.shape[2:])[:quota])
             record.append({"class": index, "embeddings": len(emb), "seeds": seeds, "images": quota})
         return images, record
 
