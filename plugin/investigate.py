@@ -19,6 +19,7 @@ import numpy as np
 from plugin import tracking
 from plugin.artifacts import write_artifacts
 from plugin.checks import CheckContext, CheckResult, get_check
+from plugin.checks.base import answer_clause, reserved_queries, run_order, validate_options
 from plugin.core.corpus import Corpus
 from plugin.core.contradiction import index_contradiction_flag
 from plugin.core.flags import label_contradiction_flag, with_flags
@@ -28,7 +29,6 @@ from plugin.core.scores import leaf_capacity
 from plugin.core.search import SearchResult, search
 from plugin.core.verdict import NO_DATASET_ORDER, conclude, format_domains
 from plugin.corpora import get_corpus
-from plugin.corpora.aux import get_aux_corpus
 from plugin.models import formats
 from plugin.report import investigation_html, shorten
 from plugin.tracking import T_CHECK, T_DOMAIN_SYNSET, T_STATUS, ModelIdentity, investigating
@@ -66,10 +66,11 @@ class Plan:
     score_queries: int
     aux_queries: int
     spec: str = ""  # the corpus as the user named it (a registered name or a folder)
+    reserved: int = 0  # queries the checks' reserve hooks keep from the corpus pass (e.g. the generative stage)
 
     @property
     def queries(self) -> int:
-        return self.score_queries + self.aux_queries
+        return self.score_queries + self.aux_queries + self.reserved
 
 
 def load_blackbox(model: str | Path, recipe: Recipe):
@@ -114,34 +115,27 @@ def plan_investigation(corpus: str | Corpus, recipe: Recipe, checks: list[str] |
                        progress: bool = False) -> Plan:
     """Validates an investigation before any run or query; raises a one-line DomainFinderError.
 
-    Checks the check names, loads the auxiliary corpora (so a bad folder fails
-    here, and is not loaded twice), the writability of ``json_out``, the corpus
-    (exists, hierarchical) and the budget
-    against the queries the plan needs.
+    Checks the check names and puts them in run order, runs every listed
+    check's ``validate`` hook (the aux check loads its corpora there, so a bad
+    folder fails here and is not loaded twice; the generative check checks its
+    weight folders), the writability of ``json_out``, the corpus (exists,
+    hierarchical) and the budget against the queries the plan needs, the
+    checks' ``reserve`` hooks included (kept from the corpus pass).
     """
     names = tuple(dict.fromkeys([*recipe.checks, *(checks or [])]))
     for name in names:
         get_check(name)  # unknown names list the valid ones
+    names = run_order(names)  # a check that reads another's result runs after it
     options = {k: dict(v) for k, v in recipe.check_options.items() if isinstance(v, dict)}
     for k, v in (check_options or {}).items():
         options[k] = {**options.get(k, {}), **v}
-    aux_queries = 0
-    if "aux" in names and options.get("aux", {}).get("corpora"):
-        aux_opts = dict(options["aux"])
-        specs = aux_opts.pop("corpora")
-        specs = [specs] if isinstance(specs, str) else list(specs)
-        loaded = list(aux_opts.get("loaded") or [])
-        for spec in specs:
-            try:
-                loaded.append(get_aux_corpus(str(spec), max_per_leaf=aux_opts.get("max_per_leaf",
-                                                                                  recipe.images_per_leaf)))
-            except DomainFinderError as e:
-                raise ConfigError(f"--aux {spec}: {e}") from e
-            except (OSError, ValueError) as e:
-                raise ConfigError(f"--aux {spec}: cannot load it ({type(e).__name__}: {e})") from e
-        aux_opts["loaded"] = loaded
-        options["aux"] = aux_opts
-        aux_queries = sum(pass_queries(c, recipe) for _, c in loaded)
+    for name in names:  # each check's own validate hook (aux loads its corpora here, once)
+        checked = validate_options(name, options.get(name, {}), recipe)
+        if checked or name in options:
+            options[name] = checked
+    aux_queries = (sum(pass_queries(c, recipe) for _, c in options["aux"].get("loaded") or [])
+                   if "aux" in names and options.get("aux", {}).get("loaded") else 0)
+    reserved = {name: reserved_queries(name, options.get(name, {})) for name in names}
     if json_out:
         check_writable(json_out)
     if isinstance(corpus, Corpus):
@@ -159,14 +153,15 @@ def plan_investigation(corpus: str | Corpus, recipe: Recipe, checks: list[str] |
                           "(flat corpora go to --aux)")
     score_queries = pass_queries(corpus_obj, recipe)
     plan = Plan(corpus_obj, names, options, score_queries, aux_queries,
-                corpus_obj.name if isinstance(corpus, Corpus) else str(corpus))
+                corpus_obj.name if isinstance(corpus, Corpus) else str(corpus), sum(reserved.values()))
     least = pass_queries(corpus_obj, recipe, least=True)
-    if recipe.query_budget is not None and recipe.query_budget < least + aux_queries:
+    if recipe.query_budget is not None and recipe.query_budget < least + aux_queries + plan.reserved:
         what = (f"the adaptive pass's first round ({least}: {recipe.adaptive_first_images} images per leaf)"
                 if recipe.score_pass == "adaptive" else f"the exhaustive pass ({least})")
-        extra = f" + aux {aux_queries}" if aux_queries else ""
-        raise ConfigError(f"budget {recipe.query_budget} is below the {least + aux_queries} queries this plan needs "
-                          f"at least: {what}{extra}; raise --budget or lower images_per_leaf / transforms_per_image")
+        extra = "".join(f" + {name} {q}" for name, q in [("aux", aux_queries), *reserved.items()] if q)
+        raise ConfigError(f"budget {recipe.query_budget} is below the {least + aux_queries + plan.reserved} queries "
+                          f"this plan needs at least: {what}{extra}; raise --budget or lower images_per_leaf / "
+                          "transforms_per_image")
     return plan
 
 
@@ -229,7 +224,7 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
         st.bb = load_blackbox(model, recipe)
         _log_inputs(st)
         st.result = _search_with_progress(st.bb, plan.corpus, recipe, identity.model_id, progress,
-                                          reserve=plan.aux_queries)
+                                          reserve=plan.aux_queries + plan.reserved)
         bar = _StageBar([*plan.checks, "verdict", "artifacts", "report"], identity.model_id, progress)
         with tempfile.TemporaryDirectory() as tmp:
             _run_checks(st, Path(tmp), bar)
@@ -288,8 +283,11 @@ def _conclude(st: _Stages, run_id: str) -> None:
                   "sha256": dict(identity.sha256), "tool": TOOL, "tool_version": tool_version(),
                   "corpus": corpus.name, "corpus_digest": st.digest, "recipe": st.recipe_name,
                   "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mlflow_run_id": run_id}
-    st.result.findings = replace(conclude(st.result.findings, corpus, st.recipe, st.order), provenance=provenance)
-    f = st.result.findings
+    f = conclude(st.result.findings, corpus, st.recipe, st.order)
+    clauses = [c for c in map(answer_clause, st.done) if c]  # e.g. which classes generation named
+    if clauses:
+        f = replace(f, verdict=replace(f.verdict, answer="; ".join([f.verdict.answer or f.verdict.kind, *clauses])))
+    st.result.findings = f = replace(f, provenance=provenance)
     v = f.verdict
     st.headline = tracking.headline_metrics(classes_found=v.classes_found, num_classes=f.num_classes,
                                             found_fraction=f.found_fraction, confidence=v.confidence,
@@ -371,7 +369,7 @@ def run_followups(names: list[str], bb, corpus: Corpus, result: SearchResult, re
         # A plan's options replace the recipe's, not merge with them: the plan has already turned the
         # recipe's aux ``corpora`` into ``loaded`` corpora, and both together would list each one twice.
         options = dict(extra) if extra is not None else dict(recipe.check_options.get(name, {}))
-        ctx = CheckContext(bb, corpus, result, recipe, info, options, out_dir, model_id)
+        ctx = CheckContext(bb, corpus, result, recipe, info, options, out_dir, model_id, tuple(out))
         if on_start:
             on_start(name)
         try:

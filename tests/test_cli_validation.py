@@ -150,3 +150,17 @@ def test_unreachable_hub_has_its_own_exit_code(capsys):
     err = capsys.readouterr().err
     assert code == EXIT_HUB, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command, missing", [(["investigate", "footwear"], True),
+                                              (["scan", "--source", "demo"], False)])
+def test_recipe_listing_generative_with_bad_weights_is_refused_before_any_query(tmp_path, capsys, spy_queries,
+                                                                                command, missing):
+    """The generative check's validate hook runs in plan_investigation: a recipe alone is refused too."""
+    pytest.importorskip("diffusers")
+    sd, words = (tmp_path / "nowhere", "no such folder") if missing else (tmp_path, "no model_index.json")
+    path = _recipe(tmp_path, f"images_per_leaf: 8\nchecks: [generative]\ncheck_options:\n  generative:\n"
+                             f"    sd_dir: {sd}\n    clip_dir: {tmp_path}\n")
+    line = _refused(capsys, [*command, "--recipe", path])
+    assert line.startswith(f"domain-finder: error: --generative {sd}") and words in line, line
+    assert not spy_queries

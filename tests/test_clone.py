@@ -151,3 +151,116 @@ def test_clone_on_demo_models(name, demo_models, demo_corpus, tmp_path):
     assert found > rand, (located, s["table"])
     if len(located) == len(s["table"]):
         assert s["average"]["found"] > s["average"]["random"]
+
+
+# -- the generated arm (Method 1): a procedural generator whose domains are the red levels of the tiny world ------
+LEVEL_WORDS = ("airliner", "military plane", "tabby", "persian")  # the tiny corpus's leaves (their WordNet
+# lemmas), level 0..3 for the ValueOracle
+
+
+class LevelGenerator:
+    """Conditioning ``(1, 4)``: the weights of the level words in the text. A sample picks a level with
+    probability proportional to the (clipped) weights, from its seed alone, and paints it (:func:`_img`)."""
+
+    def encode_prompts(self, prompts):
+        return np.stack([[[float(w in p.lower()) for w in LEVEL_WORDS]] for p in prompts]).astype(np.float32)
+
+    def generate(self, embeddings, seeds):
+        out = np.zeros((len(embeddings), len(seeds), 16, 16, 3), np.uint8)
+        for i, e in enumerate(np.asarray(embeddings)):
+            w = np.clip(e[0], 0, None) + 1e-6
+            for j, s in enumerate(seeds):
+                rng = np.random.default_rng(int(s))
+                level = int(np.searchsorted(np.cumsum(w / w.sum()), rng.random()))
+                out[i, j] = _img(min(level, 3), int(rng.integers(0, 8)))
+        return out
+
+
+class LevelEncoder:
+    def encode_text(self, prompts):
+        return LevelGenerator().encode_prompts(prompts)[:, 0] + 0.1
+
+    def encode_images(self, images):
+        return np.stack([np.eye(4)[min(int(np.median(im[:, :, 0])) // 40, 3)] for im in images]).astype(np.float32)
+
+
+@pytest.fixture
+def levels():
+    """Registers the procedural generator and encoder as "levels" (removed afterwards) and gives their options."""
+    from plugin.generative.real import ENCODERS, GENERATORS
+
+    GENERATORS["levels"], ENCODERS["levels"] = (lambda config: LevelGenerator()), (lambda config: LevelEncoder())
+    yield {"sd_dir": "procedural", "clip_dir": "procedural", "generator": "levels", "encoder": "levels",
+            "classes": "all", "k": 2, "pool": 4, "rounds": 1, "seeds": 4, "start_prompts": 4, "montage_seeds": 2,
+            "lam": 0.1, "device": "cpu"}
+    del GENERATORS["levels"], ENCODERS["levels"]
+
+
+def _heldout(root):
+    from PIL import Image
+
+    for cls, lv in {0: (0, 1), 1: (2, 3)}.items():
+        (root / str(cls)).mkdir(parents=True)
+        for n in range(6):
+            Image.fromarray(_img(lv[n % 2], n)).save(root / str(cls) / f"{n:02d}.png")
+    return str(root)
+
+
+@pytest.mark.slow
+def test_generated_arm_trains_a_clone_on_generated_samples(tmp_path, levels):
+    from plugin.checks.base import run_order
+    from plugin.generative.real import load_embeddings
+    from plugin.investigate import run_followups
+
+    clone_opts = {"heldout": _heldout(tmp_path / "heldout"), **TINY_STUDENT, "max_transfer": 24}
+    ctx = tiny_setup(tmp_path)
+    bb = ctx.blackbox
+    names = run_order(["clone", "generative"])
+    assert names == ("generative", "clone")  # the clone check reads the generative check's result
+    q0 = bb.num_queries
+    gen, clone = run_followups(list(names), bb, ctx.corpus, ctx.result, ctx.recipe, ctx.info, "tiny", tmp_path,
+                               {"clone": clone_opts, "generative": levels})
+    assert gen.applicable and clone.applicable, (gen.reason, clone.reason)
+    s, g = clone.summary, clone.summary["generated"]
+    n = s["transfer_size"]
+    assert n == 24 and sum(c["images"] for c in g["classes"]) == s["transfer_sizes"]["generated"] == n
+    assert [c["class"] for c in g["classes"]] == [c["index"] for c in gen.summary["classes"] if c["embeddings"]]
+    # G is labelled by the black box like B and C: n more queries, all counted, none hidden.
+    assert s["queries"] == n + 6 + n and bb.num_queries - q0 == gen.summary["queries"] + s["queries"]
+    # G is reproducible from what was recorded: the saved embeddings on the recorded seeds, which start with the
+    # seeds the search scored on, give back the labels G was trained on.
+    labels = []
+    for rec, cls in zip(g["classes"], gen.summary["classes"]):
+        # 12 images from 2 embeddings: 6 seeds, the 4 scored ones and 2 after the montage's 2
+        assert rec["seeds"] == [*cls["seeds"], cls["seeds"][-1] + 3, cls["seeds"][-1] + 4]
+        emb = load_embeddings(tmp_path / "generative" / f"class_{rec['class']:04d}" / "embeddings.npy")
+        drawn = LevelGenerator().generate(emb, rec["seeds"]).swapaxes(0, 1).reshape(-1, 16, 16, 3)[:rec["images"]]
+        labels += list(ValueOracle({0: 0, 1: 0, 2: 1, 3: 1}, 2).predict(list(drawn)))
+    assert np.bincount(labels, minlength=2).tolist() == s["transfer_label_counts"]["generated"]
+    assert s["transfer_label_counts"]["generated"][0] > 0 and s["transfer_label_counts"]["generated"][1] > 0
+    assert "clone.generated_acc" in clone.metrics and "generated " in s["verdict"]
+    header = (tmp_path / "clone" / "clone_table.csv").read_text().splitlines()[0]
+    assert header == "class,label,true,found,random,generated"
+    assert "generated-domain clone" in (tmp_path / "clone" / "clone_table.md").read_text()
+    assert all(0.0 <= row["generated"] <= 1.0 for row in s["table"])
+    # The budget covers G like the other arms: one query short of B + C + G and the check does not run.
+    bb.budget = bb.num_queries + 3 * n - 1
+    again = CheckContext(bb, ctx.corpus, ctx.result, ctx.recipe, ctx.info, clone_opts, tmp_path, "tiny", (gen,))
+    short = get_check("clone")(again)
+    assert not short.applicable and f"needs {3 * n} more queries" in short.reason
+
+
+def test_without_generative_findings_the_generated_arm_is_skipped_with_a_reason(tmp_path, levels):
+    from plugin.investigate import run_followups
+
+    ctx = tiny_setup(tmp_path)
+    opts = {"heldout": _heldout(tmp_path / "heldout"), **TINY_STUDENT, "max_transfer": 8}
+    (alone,) = run_followups(["clone"], ctx.blackbox, ctx.corpus, ctx.result, ctx.recipe, ctx.info, "tiny", tmp_path,
+                             {"clone": opts})
+    assert alone.summary["generated"]["skipped"].startswith("no generative findings: list the generative check")
+    assert "generated" not in alone.summary["average"] and alone.summary["queries"] == 8 + 6
+    # Every class settled by the corpus, the generative check searches none: still no generated arm.
+    gen, clone = run_followups(["generative", "clone"], ctx.blackbox, ctx.corpus, ctx.result, ctx.recipe, ctx.info,
+                               "tiny", tmp_path, {"clone": opts, "generative": {**levels, "classes": "unsettled"}})
+    assert gen.applicable and gen.summary["classes_searched"] == []
+    assert "kept no embeddings" in clone.summary["generated"]["skipped"]

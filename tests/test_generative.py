@@ -304,13 +304,16 @@ def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path, capsys
     opts = {k: v for k, v in tiny_options(sd, clip, start_prompts=2, pool=3, guidance=1.0, montage_seeds=1).items()
             if k not in ("sd_dir", "clip_dir")}
     recipe_file = tmp_path / "recipe.yaml"
-    recipe_file.write_text(yaml.safe_dump({"images_per_leaf": 8, "transforms_per_image": 1,
-                                           "check_options": {"generative": opts}}))
+    # The clone check is listed first: it must still run after the generative check, whose domains it samples.
+    clone = {"max_transfer": 12, "epochs": 2, "min_steps": 4, "student_input_size": 16, "batch_size": 16}
+    recipe_file.write_text(yaml.safe_dump({"images_per_leaf": 8, "transforms_per_image": 1, "checks": ["clone"],
+                                           "check_options": {"generative": opts, "clone": clone}}))
     assert main(["investigate", "footwear", "--corpus", "demo", "--recipe", str(recipe_file), "--no-progress",
                  "--generative", str(sd), "--clip", str(clip), "--generative-classes", "all",
                  "--generative-budget", "14", "--json", str(tmp_path / "findings.json")]) == 0
     printed = capsys.readouterr().out
-    summary = json.loads((tmp_path / "findings.json").read_text())["generative"]
+    findings = json.loads((tmp_path / "findings.json").read_text())
+    summary = findings["generative"]
     assert summary["classes_searched"] == [0, 1, 2]
     classes = summary["classes"]
     assert printed.count(": generated '") == 3 and "check generative: generation named" in printed
@@ -328,8 +331,18 @@ def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path, capsys
     assert run.data.params["recipe.check_options.generative.k"] == "2"
     assert run.data.params["recipe.check_options.generative.perturb_scale"] == "0.3"
     assert run.data.params["recipe.check_options.generative.max_queries"] == "14"
-    search_queries = json.loads((tmp_path / "findings.json").read_text())["queries"]
-    assert run.data.metrics["queries_total"] == search_queries + 14
+    # The model-level answer says which classes the corpus named and which generation named, with a prompt each.
+    said = (f"corpus named {len(named['corpus'])}/3, generation named {len(named['generation'])}/3"
+            + "".join(f" ('{classes[i]['embeddings'][0]['nearest_prompts'][0]}'" for i in named["generation"][:1]))
+    answer = findings["verdict"]["answer"]
+    assert said in answer and f"run {run_id}: {answer}" in printed
+    assert said in run.data.tags["mlflow.note.content"]
+    # The clone check's generated arm: 12 samples of the saved domains (4 per class), labelled by the black box.
+    cl = findings["clone"]
+    assert [c["images"] for c in cl["generated"]["classes"]] == [4, 4, 4] and "generated" in cl["average"]
+    assert cl["queries"] == 12 + cl["transfer_sizes"]["true"] + 12 and "clone.generated_acc" in run.data.metrics
+    search_queries = findings["queries"]
+    assert run.data.metrics["queries_total"] == search_queries + 14 + cl["queries"]
     recipe = Recipe.load(str(recipe_file))
     first = classes[0]
     assert 1 <= len(first["embeddings"]) <= 2
@@ -355,3 +368,40 @@ def test_real_tiny_models_end_to_end(tiny_weights, demo_models, tmp_path, capsys
     out = tmp_path / "more"
     assert main(["generative-sample", folder, "--generative", str(sd), "--seeds", "2", "--out", str(out)]) == 0
     assert len(list(out.glob("*.png"))) == 2 * len(emb)
+
+
+@pytest.fixture
+def paint_world():
+    """The fake world's generator and encoder registered as "paint" (removed afterwards), and their options."""
+    from plugin.generative.real import ENCODERS, GENERATORS
+
+    GENERATORS["paint"], ENCODERS["paint"] = (lambda config: PaintGenerator()), (lambda config: PaintEncoder())
+    yield {"sd_dir": "paint", "clip_dir": "paint", "generator": "paint", "encoder": "paint", "device": "cpu",
+           "classes": "all", "k": 2, "pool": 4, "rounds": 6, "seeds": 4, "start_prompts": 4, "montage_seeds": 0}
+    del GENERATORS["paint"], ENCODERS["paint"]
+
+
+@pytest.mark.slow
+def test_plan_keeps_the_generative_budget_from_the_corpus_pass(paint_world, demo_models, demo_corpus, tmp_path):
+    from plugin.core.recipe import Recipe
+    from plugin.core.search import search
+    from plugin.demo.models import model_dir
+    from plugin.investigate import investigate, load_blackbox, pass_queries, plan_investigation
+
+    recipe = Recipe(images_per_leaf=8, transforms_per_image=1)  # adaptive: it fits its rounds into the budget
+    least = pass_queries(demo_corpus, recipe, least=True)
+    options = {"generative": {**paint_world, "max_queries": 40}}
+    budget = least + 40
+    plan = plan_investigation(demo_corpus, recipe.replace(query_budget=budget), ["generative"], options)
+    assert plan.reserved == 40 and plan.queries == plan.score_queries + 40
+    with pytest.raises(ConfigError, match=rf"budget {budget - 1} is below the {budget} queries .*\+ generative 40;"):
+        plan_investigation(demo_corpus, recipe.replace(query_budget=budget - 1), ["generative"], options)
+    # Alone, the adaptive pass spends into the 40; with the generative check listed it leaves them for its stage.
+    alone = search(load_blackbox(model_dir("footwear"), recipe.replace(query_budget=budget)), demo_corpus,
+                   recipe.replace(query_budget=budget), model="footwear")
+    assert alone.findings.queries > least
+    inv = investigate(model_dir("footwear"), demo_corpus, recipe.replace(query_budget=budget), checks=["generative"],
+                      check_options=options, progress=False, json_out=tmp_path / "f.json")
+    found = json.loads((tmp_path / "f.json").read_text())
+    assert found["queries"] <= least and found["generative"]["queries"] == 40
+    assert inv.metrics["queries_total"] == found["queries"] + 40 <= budget

@@ -29,7 +29,7 @@ from plugin.artifacts import montage
 from plugin.checks.base import CheckContext, CheckResult, register_check
 from plugin.core.scores import functional_scores
 from plugin.corpora.aux import get_aux_corpus
-from plugin.core.errors import ConfigError
+from plugin.core.errors import ConfigError, DomainFinderError
 
 NAME = "aux"
 DEFAULT_MONTAGE_SAMPLES = 4
@@ -107,7 +107,27 @@ def score_corpus(ctx: CheckContext, label: str, corpus, out: Path, n_montage: in
     return summary, paths
 
 
-@register_check(NAME)
+def load_corpora(options: dict, recipe) -> dict | None:
+    """The ``validate`` hook: loads the ``corpora`` specs once, before the first query (a bad folder is a
+    one-line ConfigError naming it), and returns the options with them turned into ``loaded`` corpora."""
+    if not options.get("corpora"):
+        return None
+    opts = dict(options)
+    specs = opts.pop("corpora")
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    loaded = list(opts.get("loaded") or [])
+    for spec in specs:
+        try:
+            loaded.append(get_aux_corpus(str(spec), max_per_leaf=opts.get("max_per_leaf", recipe.images_per_leaf)))
+        except DomainFinderError as e:
+            raise ConfigError(f"--aux {spec}: {e}") from e
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--aux {spec}: cannot load it ({type(e).__name__}: {e})") from e
+    opts["loaded"] = loaded
+    return opts
+
+
+@register_check(NAME, validate=load_corpora)
 def aux_check(ctx: CheckContext) -> CheckResult:
     opts = ctx.options or {}
     if not opts.get("corpora") and not opts.get("loaded"):

@@ -20,6 +20,14 @@ baselines of the same size and recipe bracket it:
   ``image`` draws uniformly over all images.
 * **true** (baseline C): true-distribution images of the same size, labelled
   by the *black box* (queried, counted), the paper's "same distribution" clone.
+* **generated** (transfer set G, Method 1, the MM'24 talk's own evaluation): when
+  a generative check ran before this one (listed together, it always does) and
+  kept embeddings for some classes, ``n`` samples of those domains drawn through
+  the same generator on its recorded seeds (then fresh ones), spread evenly over
+  the classes, labelled by the black box (queried, counted). Run the generative
+  check with ``classes: all`` for the talk's comparison; otherwise G covers the
+  classes the corpus left unsettled only. Without generative findings the column
+  is left out and ``generated.skipped`` says why.
 
 Where true data comes from (option ``heldout``):
 
@@ -55,6 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from plugin.checks.base import CheckContext, CheckResult, register_check
+from plugin.checks.generative import NAME as GENERATIVE, generated_domains
 from plugin.core.errors import ConfigError
 from plugin.core.registry import Registry
 from plugin.corpora.imagenet import decode_image, list_images
@@ -62,8 +71,9 @@ from plugin.models.torch_blackbox import Preprocessing
 from plugin.models.training import fit
 
 NAME = "clone"
-COLUMNS = ("true", "found", "random")  # the paper's Table 5 column order
-COLUMN_TITLES = {"true": "true-data clone", "found": "found-domain clone", "random": "random-corpus clone"}
+COLUMNS = ("true", "found", "random")  # the paper's Table 5 column order; "generated" follows when there is one
+COLUMN_TITLES = {"true": "true-data clone", "found": "found-domain clone", "random": "random-corpus clone",
+                 "generated": "generated-domain clone"}
 DEFAULTS = {"auto_demo": True, "max_transfer": 2000, "max_eval": 5000, "student_arch": "test_resnet",
             "student_input_size": 32, "student_pretrained_cfg": None, "epochs": 15, "min_steps": 200,
             "batch_size": 64, "lr": 3e-3, "shift": 3, "random_sampling": "leaf"}
@@ -225,31 +235,32 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
-def write_tables(out: Path, table: list[dict], average: dict) -> tuple[Path, Path]:
+def write_tables(out: Path, table: list[dict], average: dict, columns=COLUMNS) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "clone_table.csv", out / "clone_table.md"
     with csv_path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["class", "label", *COLUMNS])
+        w.writerow(["class", "label", *columns])
         for row in table:
-            w.writerow([row["class"], row["label"], *("" if row[c] is None else f"{row[c]:.4f}" for c in COLUMNS)])
-        w.writerow(["", "Average", *("" if average[c] is None else f"{average[c]:.4f}" for c in COLUMNS)])
-    lines = ["| class | " + " | ".join(COLUMN_TITLES[c] for c in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
+            w.writerow([row["class"], row["label"], *("" if row[c] is None else f"{row[c]:.4f}" for c in columns)])
+        w.writerow(["", "Average", *("" if average[c] is None else f"{average[c]:.4f}" for c in columns)])
+    lines = ["| class | " + " | ".join(COLUMN_TITLES[c] for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
     for row in table:
         name = row["label"] if row["label"] == str(row["class"]) else f"{row['class']}: {row['label']}"
-        lines.append(f"| {name} | " + " | ".join(_pct(row[c]) for c in COLUMNS) + " |")
-    lines.append("| **Average** | " + " | ".join(f"**{_pct(average[c])}**" for c in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_pct(row[c]) for c in columns) + " |")
+    lines.append("| **Average** | " + " | ".join(f"**{_pct(average[c])}**" for c in columns) + " |")
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return csv_path, md_path
 
 
-@register_check(NAME)
+@register_check(NAME, after=(GENERATIVE,))
 def clone_check(ctx: CheckContext) -> CheckResult:
     """Knockoff-style clone validation of the found domain (see the module docstring).
 
     Extra queries: B's ``n`` images and C's ``n`` images (plus A's ``n`` when
-    the recipe sent no untransformed originals); reported as ``queries``.
+    the recipe sent no untransformed originals, and G's ``n`` when there are
+    generative findings); reported as ``queries``.
     """
     t0 = time.time()
     opts = {**DEFAULTS, **{k: v for k, v in (ctx.options or {}).items() if v is not None}}
@@ -268,7 +279,9 @@ def clone_check(ctx: CheckContext) -> CheckResult:
     if n_found_pairs == 0:
         return _not_applicable("the search found no samples for any class, so there is no found transfer set")
     n = min(n_found_pairs, max_transfer)
-    needed = n * (2 + int(not recipe.include_original))
+    generated = generated_domains(ctx.earlier)
+    has_g = not isinstance(generated, str)
+    needed = n * (2 + int(not recipe.include_original) + int(has_g))
     budget = getattr(bb, "budget", None)
     if budget is not None and bb.num_queries + needed > budget:
         return _not_applicable(f"needs {needed} more queries but only {budget - bb.num_queries} are left in the budget")
@@ -281,7 +294,15 @@ def clone_check(ctx: CheckContext) -> CheckResult:
     c_idx = np.sort(rng.choice(len(true.pool_x), size=min(n, len(true.pool_x)), replace=False))
     c_x = [true.pool_x[i] for i in c_idx]
     c_y = np.asarray(bb.predict(c_x), dtype=np.int64)
+    sets = {"found": (a_x, a_y), "random": (b_x, b_y), "true": (c_x, c_y)}
+    g_record = {"skipped": generated} if not has_g else {}
+    if has_g:
+        t = time.time()
+        g_x, g_record["classes"] = generated.transfer_set(n)
+        g_record["sample_seconds"] = round(time.time() - t, 2)
+        sets["generated"] = (g_x, np.asarray(bb.predict(g_x), dtype=np.int64))
     queries = bb.num_queries - start_queries
+    columns = COLUMNS + (("generated",) if has_g else ())
 
     eval_idx = np.arange(len(true.eval_x))
     if len(eval_idx) > int(opts["max_eval"]):
@@ -292,7 +313,6 @@ def clone_check(ctx: CheckContext) -> CheckResult:
     pcfg = dict(opts["student_pretrained_cfg"] or STUDENT_PRETRAINED_CFG)
     pcfg["input_size"] = [3, size, size]
     pre = Preprocessing.from_pretrained_cfg(pcfg)
-    sets = {"found": (a_x, a_y), "random": (b_x, b_y), "true": (c_x, c_y)}
     acc, seconds, label_hist = {}, {}, {}
     for name, (x, y) in sets.items():
         t = time.time()
@@ -303,10 +323,10 @@ def clone_check(ctx: CheckContext) -> CheckResult:
 
     names = _label_names(ctx.info, num_classes)
     table = [{"class": i, "label": names[i],
-              **{c: (None if np.isnan(acc[c][i]) else round(float(acc[c][i]), 4)) for c in COLUMNS}}
+              **{c: (None if np.isnan(acc[c][i]) else round(float(acc[c][i]), 4)) for c in columns}}
              for i in range(num_classes)]
-    average = {c: (None if np.all(np.isnan(acc[c])) else round(float(np.nanmean(acc[c])), 4)) for c in COLUMNS}
-    paths = write_tables(Path(ctx.out_dir) / NAME, table, average)
+    average = {c: (None if np.all(np.isnan(acc[c])) else round(float(np.nanmean(acc[c])), 4)) for c in columns}
+    paths = write_tables(Path(ctx.out_dir) / NAME, table, average, columns)
     found_beats = average["found"] is not None and average["random"] is not None and average["found"] > average["random"]
     summary = {
         "transfer_size": n,
@@ -321,10 +341,12 @@ def clone_check(ctx: CheckContext) -> CheckResult:
         "train_seconds": seconds,
         "student": {"arch": opts["student_arch"], "input_size": size, "epochs": int(opts["epochs"]),
                     "min_steps": int(opts["min_steps"]), "random_sampling": opts["random_sampling"]},
+        "generated": g_record,  # what G drew (classes, seeds) or why there is no G
         "verdict": (f"clone accuracy: found {_pct(average['found'])}, random {_pct(average['random'])}, "
-                    f"true {_pct(average['true'])}" + ("" if found_beats else " (found does not beat random)")),
+                    f"true {_pct(average['true'])}" + (f", generated {_pct(average['generated'])}" if has_g else "")
+                    + ("" if found_beats else " (found does not beat random)")),
         "seconds": round(time.time() - t0, 2),
     }
-    metrics = {f"clone.{c}_acc": float(average[c]) for c in COLUMNS if average[c] is not None}
+    metrics = {f"clone.{c}_acc": float(average[c]) for c in columns if average[c] is not None}
     metrics["clone.queries"] = float(queries)
     return CheckResult(NAME, True, summary, metrics, paths)

@@ -15,17 +15,24 @@ CLIP's space), ``prompts.json`` (nearest prompts, weights over the prompt
 bank, the seeds, both terms of the objective) and ``montage.png``.
 
 Options: the fields of :class:`~plugin.generative.config.GenerativeConfig`.
-Without ``sd_dir`` and ``clip_dir`` the check is not applicable.
+Its hooks: ``validate`` (a plan listing it is refused in one line, before the
+first query, unless both folders, the extra and the device pass), ``reserve``
+(``max_queries`` is kept from the corpus pass) and ``answer`` (the model-level
+answer says which classes the corpus named and which generation named).
+Called without a plan and without ``sd_dir``/``clip_dir`` it is not applicable.
+:func:`generated_domains` hands its saved domains to the clone check.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from plugin.artifacts import montage
 from plugin.checks.base import CheckContext, CheckResult, register_check
+from plugin.report import shorten
 from plugin.core.errors import HierarchyError
 from plugin.core.hierarchy import default_wordnet
 from plugin.generative.config import GenerativeConfig
@@ -51,7 +58,32 @@ def stage_budget(ctx: CheckContext, config: GenerativeConfig) -> int | None:
     return min(caps) if caps else None
 
 
-@register_check(NAME)
+def validate_options(options: dict, recipe) -> None:
+    """The ``validate`` hook: the config, the extra, both weight folders and the device, before the first query."""
+    from plugin.generative.real import validate
+
+    validate(GenerativeConfig.from_options(options))
+
+
+def reserve(options: dict) -> int:
+    """The ``reserve`` hook: the stage's own cap (``max_queries``) is kept from the corpus pass."""
+    return GenerativeConfig.from_options(options).max_queries or 0
+
+
+def answer(summary: dict) -> str:
+    """The ``answer`` hook: which classes the corpus named and which generation named, with their prompts."""
+    named = summary.get("named_by") or {}
+    total = summary.get("num_classes") or len({i for v in named.values() for i in v})
+    prompts = {c["index"]: c["embeddings"][0]["nearest_prompts"][0] for c in summary.get("classes", [])
+               if c.get("embeddings")}
+    gen = named.get("generation", [])
+    shown = ", ".join(repr(shorten(prompts[i], 40)) for i in gen[:3] if i in prompts)
+    shown += ", ..." if len(gen) > 3 else ""
+    return (f"corpus named {len(named.get('corpus', []))}/{total}, generation named {len(gen)}/{total}"
+            + (f" ({shown})" if shown else ""))
+
+
+@register_check(NAME, validate=validate_options, reserve=reserve, answer=answer)
 def generative_check(ctx: CheckContext) -> CheckResult:
     config = GenerativeConfig.from_options(ctx.options)
     if not config.sd_dir or not config.clip_dir:
@@ -90,7 +122,8 @@ def generative_check(ctx: CheckContext) -> CheckResult:
     queries = sum(r.queries for r in results)
     verdict = (f"generation named {len(named)} of {len(targets)} searched classes "
                f"(the corpus settled {len(corpus_found)} of {len(findings)})")
-    summary = {"verdict": verdict, "classes_searched": [c.index for c in targets], "queries": queries,
+    summary = {"verdict": verdict, "num_classes": len(findings), "classes_searched": [c.index for c in targets],
+               "queries": queries,
                "named_by": {"corpus": corpus_found, "generation": named, "neither": neither},
                "skipped_for_budget": skipped, "config": config.to_options(),
                "classes": [r.to_dict() for r in results]}
@@ -127,3 +160,48 @@ def _write_class(res: ClassResult, generator, config: GenerativeConfig, folder: 
         paths.append(montage(list(images.reshape(-1, *images.shape[2:])), folder / "montage.png",
                              cols=config.montage_seeds, caption=caption))
     return paths
+
+
+@dataclass(frozen=True)
+class GeneratedDomains:
+    """What an earlier generative check kept: per class its saved embeddings and scoring seeds, and the sampler."""
+
+    config: GenerativeConfig
+    classes: tuple[tuple[int, Path, tuple[int, ...]], ...]  # (class index, embeddings.npy, the seeds it was scored on)
+
+    def transfer_set(self, n: int) -> tuple[list, list[dict]]:
+        """``n`` samples spread evenly over the classes (and each class's embeddings), drawn through the same
+        generator on the recorded seeds first, then on fresh ones after the montage's; with what was drawn."""
+        from plugin.generative.real import GENERATORS, load_embeddings, sample
+
+        generator = GENERATORS.get(self.config.generator)(self.config)
+        m = len(self.classes)
+        images, record = [], []
+        for j, (index, path, scored) in enumerate(self.classes):
+            quota = n // m + int(j < n % m)
+            if not quota:
+                continue
+            emb = load_embeddings(path)
+            per = -(-quota // len(emb))
+            fresh = scored[-1] + 1 + self.config.montage_seeds  # the montage used the seeds just after the scoring ones
+            seeds = [*scored[:per], *range(fresh, fresh + per - len(scored[:per]))]
+            drawn = np.asarray(sample(generator, emb, seeds))
+            # seed-major: every embedding in turn, so a quota short of k * per still draws from each
+            images += list(drawn.swapaxes(0, 1).reshape(-1, *drawn.shape[2:])[:quota])
+            record.append({"class": index, "embeddings": len(emb), "seeds": seeds, "images": quota})
+        return images, record
+
+
+def generated_domains(earlier) -> GeneratedDomains | str:
+    """The domains an earlier generative check saved (see :class:`GeneratedDomains`), or why there are none."""
+    res = next((c for c in earlier if c.name == NAME), None)
+    if res is None:
+        return "no generative findings: list the generative check with the clone check"
+    if not res.applicable:
+        return f"no generative findings: the generative check did not apply ({res.reason})"
+    files = {p.parent.name: p for p in res.artifacts if p.name == "embeddings.npy"}
+    classes = tuple((c["index"], files[f"class_{c['index']:04d}"], tuple(c["seeds"]))
+                    for c in res.summary.get("classes", []) if f"class_{c['index']:04d}" in files)
+    if not classes:
+        return "no generative findings: the generative check kept no embeddings for any class"
+    return GeneratedDomains(GenerativeConfig.from_options(res.summary["config"]), classes)

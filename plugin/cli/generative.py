@@ -25,9 +25,10 @@ def add_options(s: argparse.ArgumentParser) -> None:
 
 
 def apply(args, recipe: Recipe) -> Recipe:
-    """The recipe with the generative check and its full, validated config; refused in one line before any query.
+    """The recipe with the generative check and its full config; refused in one line before any query.
 
     The whole config (defaults too) goes into ``check_options`` so that every knob is logged as an MLflow param.
+    The weights and the device are checked by the check's ``validate`` hook in ``plan_investigation``.
     """
     wanted = (args.generative or args.clip or NAME in recipe.checks or NAME in (getattr(args, "check", None) or [])
               or args.generative_classes or args.generative_budget)
@@ -40,9 +41,6 @@ def apply(args, recipe: Recipe) -> Recipe:
         if options.get(key):
             options[key] = str(Path(options[key]).expanduser().resolve())
     config = GenerativeConfig.from_options(options)
-    from plugin.generative.real import validate
-
-    validate(config)
     return recipe.replace(checks=tuple(dict.fromkeys([*recipe.checks, NAME])),
                           check_options={**recipe.check_options, NAME: config.to_options()})
 
