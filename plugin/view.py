@@ -43,9 +43,12 @@ CHART_METRICS = ("confidence", "found_fraction", "classes_found", "queries_total
 
 
 def sig3(x: float) -> float:
-    """``x`` to 3 significant digits (0.125761 -> 0.126), so metric cells are not cut; NaN and inf kept."""
+    """``x`` to 3 significant digits (0.125761 -> 0.126), so metric cells are not cut.
+
+    Whole numbers (counts: 1917 queries) are kept exact, as are NaN and inf.
+    """
     x = float(x)
-    if x == 0 or not math.isfinite(x):
+    if not math.isfinite(x) or x.is_integer():
         return x
     return float(f"{x:.3g}")
 

@@ -9,11 +9,6 @@ must link to runs that open.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,12 +24,6 @@ CUT = ("c => [...c.querySelectorAll('*'), c].some(e => e.clientWidth > 0 && "
 SHOTS = os.environ.get("DOMAIN_FINDER_SCREENSHOTS")  # a folder: also keep the screenshots there (docs/)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """``(base URL, experiment id, scan report)`` of a tiny scan logged into a real ``mlflow server``."""
@@ -48,39 +37,24 @@ def served(tmp_path_factory):
     from plugin.demo import hub as demo_hub
 
     root = tmp_path_factory.mktemp("browser")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--serve-artifacts",
-         "--artifacts-destination", str(root / "artifacts")],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
     before = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(base + "health", timeout=5)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, (root / "server.log").read_text()[-2000:]
-                time.sleep(0.5)
-        hub = root / "hub"
-        demo_hub.write_tiny_repo(hub / "t" / "good", seed=1)
-        demo_hub.write_tiny_repo(hub / "t" / "unsafe", seed=4, weights="unsafe")
-        os.environ["MLFLOW_TRACKING_URI"] = base.rstrip("/")  # the spawned worker logs there too
-        mlflow.set_tracking_uri(base.rstrip("/"))
-        with tracking.experiment("browser-view"):
-            report = scan(f"dir:{hub}", recipe=Recipe.load("ci").replace(images_per_leaf=3, transforms_per_image=1),
-                          timeout_s=300)
-        yield base, report.experiment_id, report
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
-        server.terminate()
-        server.wait(timeout=30)
+    with tracking.mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "server.log",
+                                artifacts=root / "artifacts") as base:
+        try:
+            hub = root / "hub"
+            demo_hub.write_tiny_repo(hub / "t" / "good", seed=1)
+            demo_hub.write_tiny_repo(hub / "t" / "unsafe", seed=4, weights="unsafe")
+            os.environ["MLFLOW_TRACKING_URI"] = base.rstrip("/")  # the spawned worker logs there too
+            mlflow.set_tracking_uri(base.rstrip("/"))
+            with tracking.experiment("browser-view"):
+                report = scan(f"dir:{hub}", timeout_s=300,
+                              recipe=Recipe.load("ci").replace(images_per_leaf=3, transforms_per_image=1))
+            yield base, report.experiment_id, report
+        finally:
+            if before is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +144,7 @@ def test_refused_run_keeps_hashes_and_scan_run_its_duration(served):
     parent = MlflowClient(base.rstrip("/")).get_run(report.run_id)
     duration = (parent.info.end_time - parent.info.start_time) / 1000
     assert abs(parent.data.metrics["scan.seconds"] - duration) < 2, (parent.data.metrics["scan.seconds"], duration)
-    assert parent.data.tags["mlflow.note.content"].startswith(f"**Scan of `dir:")
+    assert parent.data.tags["mlflow.note.content"].startswith("**Scan of `dir:")
 
 
 def test_scan_links_open_the_runs(served, browser, tmp_path):
