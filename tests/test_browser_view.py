@@ -111,13 +111,16 @@ def test_runs_table_shows_the_headline_uncut(served, browser):
         row = cell.evaluate("c => c.closest('.ag-row').getAttribute('row-index')")
         for col, value in (("tags.`outcome`", run.data.tags["outcome"]), ("tags.`domain`", run.data.tags["domain"]),
                            ("tags.`verdict`", run.data.tags["verdict"]), ("tags.`flags`", None),
-                           ("metrics.`confidence`", None), ("metrics.`found_fraction`", None)):
+                           ("metrics.`confidence`", None), ("metrics.`found_fraction`", None),
+                           ("metrics.`stability`", None)):
             box = page.locator(f".ag-row[row-index='{row}'] .ag-cell[col-id='{col}']").first
             assert box.is_visible(), (model, col)
             b = box.bounding_box()
             assert b and b["x"] + b["width"] <= right + 1, (model, col, b, right)  # on screen, no scrolling
             text = box.inner_text().strip()
-            assert text and text != "-" or col == "tags.`flags`" and model == "t/unsafe", (model, col, text)
+            # A refused run has no flags and no stability (nothing was searched): "-".
+            assert text and text != "-" or col in ("tags.`flags`", "metrics.`stability`") and model == "t/unsafe", \
+                (model, col, text)
             if value is not None:
                 assert text == value, (model, col, text)  # short values: shown whole
             assert box.evaluate(CUT) is False, (model, col, text)

@@ -31,10 +31,11 @@ h1{font-size:20px;margin:0 0 4px} .small{font-size:12px;color:#556}
 table{border-collapse:collapse;font-size:13px;margin:8px 0;width:100%;table-layout:fixed}
 td,th{border:1px solid #dde;padding:4px 6px;vertical-align:top;text-align:left;overflow-wrap:break-word}
 th{background:#f4f5fa} tr.alarm td{background:#fde3e3;color:#7f1010;font-weight:600}
-code{font-size:12px}
+code{font-size:12px} td.run code{word-break:break-all}
 """
-COLUMNS = (("outcome", "14%"), ("model", "12%"), ("answer", "18%"), ("flags", "13%"), ("found / queries / s", "9%"),
-           ("reason", "25%"), ("run", "9%"))
+# Widths for a ~1,000 px artifact frame (MLflow at 1600 px): a model id and a 32-digit run id on two lines at most.
+COLUMNS = (("outcome", "12%"), ("model", "16%"), ("answer", "15%"), ("stability", "8%"), ("flags", "10%"),
+           ("found / queries / s", "9%"), ("reason", "18%"), ("run", "12%"))
 
 
 def attention_first(rows: Sequence[dict]) -> list[dict]:
@@ -71,9 +72,9 @@ def scan_page(source: str, rows: Sequence[dict], *, run_id: str = "", experiment
         cells.append("<tr class=\"{}\">".format("" if r.get("outcome") in QUIET else "alarm") + "".join(
             f"<td>{c}</td>" for c in (
                 _e(r.get("outcome", "")), f"{_e(r.get('repo', ''))} <code>{_e(str(r.get('sha', ''))[:8])}</code>",
-                _e(_answer(r)), _e(r.get("flags", "") or "-"),
+                _e(_answer(r)), _e(r.get("stability", "") or "-"), _e(r.get("flags", "") or "-"),
                 _e(f"{r.get('classes_found') or '-'} / {r.get('queries') or '-'} / {float(r.get('seconds') or 0):.1f}"),
-                _e(r.get("reason", "") or "-"), link(r))) + "</tr>")
+                _e(r.get("reason", "") or "-"))) + f"<td class=\"run\">{link(r)}</td></tr>")
     where = (f"the UI at <code>{_e(ui_base)}</code>" if ui_base else
              "run ids (give <code>--ui-url</code> to link them)")
     body = [f"<h1>Scan of {_e(source)}</h1>",
