@@ -40,6 +40,7 @@ VIEW_COLUMNS = (("attributes.`Run Name`", 280), ("runDateAndNestInfo", 150), ("t
                 ("tags.`domain`", 145), ("tags.`verdict`", 125), ("metrics.`confidence`", 100),
                 ("metrics.`found_fraction`", 112), ("metrics.`stability`", 80), ("tags.`flags`", 160),
                 ("duration", 80))
+CLASS_COLUMNS = ("class", "label", "domain", "status", "stability", "n", "score")  # classes.json, one row a class
 # The view's chart mode: one section, a parallel-coordinates plot of the headline metrics, then two bars.
 CHART_METRICS = ("confidence", "found_fraction", "classes_found", "queries_total")
 
@@ -95,6 +96,20 @@ def run_name(model_id: str, *, outcome: str, domain: str = "", confidence: float
     room = NAME_CHARS - len(conf) - len(SEP)  # for the model and the domain
     model = short(model, max(room - min(len(dom), DOMAIN_MIN), 6))
     return f"{model}{SEP}{short(dom, max(room - len(model), 4))}{conf}"
+
+
+def class_table(classes, labels=None) -> dict[str, list]:
+    """Per-class rows as columns for ``mlflow.log_table`` (``classes.json``): the UI shows them as a table.
+
+    ``classes``: the findings' :class:`~plugin.core.findings.ClassFinding` s;
+    ``labels``: the model's label names by class index (a list or dict), if any.
+    ``score`` is the chosen leaves' functional score (3 significant digits).
+    """
+    names = dict(enumerate(labels)) if isinstance(labels, (list, tuple)) else dict(labels or {})
+    rows = [(c.index, str(names.get(c.index, "")), c.domain.name if c.domain else "",
+             c.status or ("found" if c.found else "not-found"), sig3(c.stability), int(c.n_samples),
+             sig3(c.functional_score)) for c in classes]
+    return {k: [r[i] for r in rows] for i, k in enumerate(CLASS_COLUMNS)}
 
 
 def flag_kinds(flags) -> str:
