@@ -14,9 +14,11 @@ metric columns only once picked, at 100 px each, cut with an ellipsis. So:
 - links to runs in an HTML artifact are absolute
   (``http://host/#/experiments/1/runs/<id>?workflowType=machine_learning``):
   a relative ``#/...`` link resolves against the artifact frame's ``blob:``
-  URL. Inside that frame (sandboxed to ``allow-scripts``: no pop-up, no top
-  navigation, no storage, so the UI cannot run there) no link can open a run
-  at all; Markdown descriptions, which the UI renders itself, carry links that do.
+  URL. That frame is sandboxed to ``allow-scripts`` (MLflow 3.17's built UI:
+  no pop-ups, no top navigation, no storage): a plain click on a
+  ``target=_blank`` link opens nothing, but a Ctrl/Cmd-, Shift- or
+  middle-click opens the run in a new tab (chromium, tested). Markdown
+  descriptions, which the UI renders itself, carry links a plain click opens.
 """
 from __future__ import annotations
 

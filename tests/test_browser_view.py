@@ -150,7 +150,19 @@ def test_refused_run_keeps_hashes_and_scan_run_its_duration(served):
     assert parent.data.tags["mlflow.note.content"].startswith("**Scan of `dir:")
 
 
+def _ctrl_click_opens(page, link, run) -> None:
+    """A Ctrl-click (Cmd on a Mac) on ``link`` opens ``run``'s page in a new tab, and the UI renders it there."""
+    with page.context.expect_page() as new:
+        link.click(modifiers=["ControlOrMeta"])
+    tab = new.value
+    tab.get_by_text(run.info.run_name).first.wait_for(timeout=60_000)
+    assert f"runs/{run.info.run_id}" in tab.url
+    tab.close()
+
+
 def test_scan_links_open_the_runs(served, browser, tmp_path):
+    from mlflow.tracking import MlflowClient
+
     base, exp, report = served
     kids = _kids(served)
     good = kids["t/good"]
@@ -179,9 +191,21 @@ def test_scan_links_open_the_runs(served, browser, tmp_path):
     table = frame.locator("table").first.bounding_box()
     body = frame.locator("body").evaluate("b => [b.scrollWidth, b.clientWidth]")
     assert body[0] <= body[1] and table["width"] > 0  # no column off the frame's right edge
+    # The frame is sandboxed to allow-scripts: a plain click opens nothing, a Ctrl-click opens the run (as it says).
+    assert "Ctrl-click" in frame.locator("p.how").inner_text()
+    link = frame.locator(f"a[href*='runs/{good.info.run_id}']")
+    link.click()
+    page.wait_for_timeout(1500)
+    assert len(page.context.pages) == 1
+    _ctrl_click_opens(page, link, good)
+    # Without a UI address (a sqlite store, as `make demo` logs) the page's script links the runs to the UI showing it.
+    MlflowClient(base.rstrip("/")).log_text(report.run_id, report.html(), "scan_report_no_address.html")
+    page.goto(f"{base}#/experiments/{exp}/runs/{report.run_id}/artifacts/scan_report_no_address.html?"
+              f"{view.ML_WORKFLOW}")
+    link = page.frame_locator("iframe.mlflow-html-iframe").locator(f"a[href*='runs/{good.info.run_id}']")
+    link.wait_for(timeout=60_000)
+    _ctrl_click_opens(page, link, good)
     # The same page opened on its own (downloaded, or served): a click opens the run in a new tab.
-    from mlflow.tracking import MlflowClient
-
     html = Path(MlflowClient(base.rstrip("/")).download_artifacts(report.run_id, "scan_report.html",
                                                                    str(tmp_path))).read_text()
     page.set_content(html)
