@@ -14,9 +14,11 @@ metric columns only once picked, at 100 px each, cut with an ellipsis. So:
 - links to runs in an HTML artifact are absolute
   (``http://host/#/experiments/1/runs/<id>?workflowType=machine_learning``):
   a relative ``#/...`` link resolves against the artifact frame's ``blob:``
-  URL. Inside that frame (sandboxed to ``allow-scripts``: no pop-up, no top
-  navigation, no storage, so the UI cannot run there) no link can open a run
-  at all; Markdown descriptions, which the UI renders itself, carry links that do.
+  URL. That frame is sandboxed to ``allow-scripts`` (MLflow 3.17's built UI:
+  no pop-ups, no top navigation, no storage): a plain click on a
+  ``target=_blank`` link opens nothing, but a Ctrl/Cmd-, Shift- or
+  middle-click opens the run in a new tab (chromium, tested). Markdown
+  descriptions, which the UI renders itself, carry links a plain click opens.
 """
 from __future__ import annotations
 
@@ -34,18 +36,24 @@ VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
 ML_WORKFLOW = "workflowType=machine_learning"  # the UI's "Model training" mode: runs table, not GenAI overview
 FAILURES_FIRST_BY = "confidence"  # refused and failed runs log 0; sorting on it also un-nests child runs
 # Columns of the headline view, left to right, with their widths in px; the UI's ids are `type.`key``.
-# At 1600 px the table gets 1,330 px (940 beside MLflow's assistant panel: name to verdict); Created is pinned.
-VIEW_COLUMNS = (("attributes.`Run Name`", 310), ("runDateAndNestInfo", 95), ("tags.`outcome`", 118),
-                ("tags.`domain`", 165), ("tags.`verdict`", 125), ("metrics.`confidence`", 88),
-                ("metrics.`found_fraction`", 95), ("tags.`flags`", 190), ("duration", 80))
+# At 1600 px the table gets 1,273 px beside its check-box column (Created is pinned; Duration left out for
+# stability); beside MLflow's assistant panel, name to domain. Measured with `make screenshots`.
+VIEW_COLUMNS = (("attributes.`Run Name`", 280), ("runDateAndNestInfo", 150), ("tags.`outcome`", 115),
+                ("tags.`domain`", 145), ("tags.`verdict`", 125), ("metrics.`confidence`", 100),
+                ("metrics.`found_fraction`", 112), ("metrics.`stability`", 80), ("tags.`flags`", 160),
+                ("duration", 80))
+CLASS_COLUMNS = ("class", "label", "domain", "status", "stability", "n", "score")  # classes.json, one row a class
 # The view's chart mode: one section, a parallel-coordinates plot of the headline metrics, then two bars.
 CHART_METRICS = ("confidence", "found_fraction", "classes_found", "queries_total")
 
 
 def sig3(x: float) -> float:
-    """``x`` to 3 significant digits (0.125761 -> 0.126), so metric cells are not cut; NaN and inf kept."""
+    """``x`` to 3 significant digits (0.125761 -> 0.126), so metric cells are not cut.
+
+    Whole numbers (counts: 1917 queries) are kept exact, as are NaN and inf.
+    """
     x = float(x)
-    if x == 0 or not math.isfinite(x):
+    if not math.isfinite(x) or x.is_integer():
         return x
     return float(f"{x:.3g}")
 
@@ -90,6 +98,20 @@ def run_name(model_id: str, *, outcome: str, domain: str = "", confidence: float
     room = NAME_CHARS - len(conf) - len(SEP)  # for the model and the domain
     model = short(model, max(room - min(len(dom), DOMAIN_MIN), 6))
     return f"{model}{SEP}{short(dom, max(room - len(model), 4))}{conf}"
+
+
+def class_table(classes, labels=None) -> dict[str, list]:
+    """Per-class rows as columns for ``mlflow.log_table`` (``classes.json``): the UI shows them as a table.
+
+    ``classes``: the findings' :class:`~plugin.core.findings.ClassFinding` s;
+    ``labels``: the model's label names by class index (a list or dict), if any.
+    ``score`` is the chosen leaves' functional score (3 significant digits).
+    """
+    names = dict(enumerate(labels)) if isinstance(labels, (list, tuple)) else dict(labels or {})
+    rows = [(c.index, str(names.get(c.index, "")), c.domain.name if c.domain else "",
+             c.status or ("found" if c.found else "not-found"), sig3(c.stability), int(c.n_samples),
+             sig3(c.functional_score)) for c in classes]
+    return {k: [r[i] for r in rows] for i, k in enumerate(CLASS_COLUMNS)}
 
 
 def flag_kinds(flags) -> str:

@@ -9,11 +9,6 @@ must link to runs that open.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,12 +24,6 @@ CUT = ("c => [...c.querySelectorAll('*'), c].some(e => e.clientWidth > 0 && "
 SHOTS = os.environ.get("DOMAIN_FINDER_SCREENSHOTS")  # a folder: also keep the screenshots there (docs/)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """``(base URL, experiment id, scan report)`` of a tiny scan logged into a real ``mlflow server``."""
@@ -48,39 +37,24 @@ def served(tmp_path_factory):
     from plugin.demo import hub as demo_hub
 
     root = tmp_path_factory.mktemp("browser")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--serve-artifacts",
-         "--artifacts-destination", str(root / "artifacts")],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
     before = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(base + "health", timeout=5)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, (root / "server.log").read_text()[-2000:]
-                time.sleep(0.5)
-        hub = root / "hub"
-        demo_hub.write_tiny_repo(hub / "t" / "good", seed=1)
-        demo_hub.write_tiny_repo(hub / "t" / "unsafe", seed=4, weights="unsafe")
-        os.environ["MLFLOW_TRACKING_URI"] = base.rstrip("/")  # the spawned worker logs there too
-        mlflow.set_tracking_uri(base.rstrip("/"))
-        with tracking.experiment("browser-view"):
-            report = scan(f"dir:{hub}", recipe=Recipe.load("ci").replace(images_per_leaf=3, transforms_per_image=1),
-                          timeout_s=300)
-        yield base, report.experiment_id, report
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
-        server.terminate()
-        server.wait(timeout=30)
+    with tracking.mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "server.log",
+                                artifacts=root / "artifacts") as base:
+        try:
+            hub = root / "hub"
+            demo_hub.write_tiny_repo(hub / "t" / "good", seed=1)
+            demo_hub.write_tiny_repo(hub / "t" / "unsafe", seed=4, weights="unsafe")
+            os.environ["MLFLOW_TRACKING_URI"] = base.rstrip("/")  # the spawned worker logs there too
+            mlflow.set_tracking_uri(base.rstrip("/"))
+            with tracking.experiment("browser-view"):
+                report = scan(f"dir:{hub}", timeout_s=300,
+                              recipe=Recipe.load("ci").replace(images_per_leaf=3, transforms_per_image=1))
+            yield base, report.experiment_id, report
+        finally:
+            if before is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +111,16 @@ def test_runs_table_shows_the_headline_uncut(served, browser):
         row = cell.evaluate("c => c.closest('.ag-row').getAttribute('row-index')")
         for col, value in (("tags.`outcome`", run.data.tags["outcome"]), ("tags.`domain`", run.data.tags["domain"]),
                            ("tags.`verdict`", run.data.tags["verdict"]), ("tags.`flags`", None),
-                           ("metrics.`confidence`", None), ("metrics.`found_fraction`", None)):
+                           ("metrics.`confidence`", None), ("metrics.`found_fraction`", None),
+                           ("metrics.`stability`", None)):
             box = page.locator(f".ag-row[row-index='{row}'] .ag-cell[col-id='{col}']").first
             assert box.is_visible(), (model, col)
             b = box.bounding_box()
             assert b and b["x"] + b["width"] <= right + 1, (model, col, b, right)  # on screen, no scrolling
             text = box.inner_text().strip()
-            assert text and text != "-" or col == "tags.`flags`" and model == "t/unsafe", (model, col, text)
+            # A refused run has no flags and no stability (nothing was searched): "-".
+            assert text and text != "-" or col in ("tags.`flags`", "metrics.`stability`") and model == "t/unsafe", \
+                (model, col, text)
             if value is not None:
                 assert text == value, (model, col, text)  # short values: shown whole
             assert box.evaluate(CUT) is False, (model, col, text)
@@ -170,10 +147,22 @@ def test_refused_run_keeps_hashes_and_scan_run_its_duration(served):
     parent = MlflowClient(base.rstrip("/")).get_run(report.run_id)
     duration = (parent.info.end_time - parent.info.start_time) / 1000
     assert abs(parent.data.metrics["scan.seconds"] - duration) < 2, (parent.data.metrics["scan.seconds"], duration)
-    assert parent.data.tags["mlflow.note.content"].startswith(f"**Scan of `dir:")
+    assert parent.data.tags["mlflow.note.content"].startswith("**Scan of `dir:")
+
+
+def _ctrl_click_opens(page, link, run) -> None:
+    """A Ctrl-click (Cmd on a Mac) on ``link`` opens ``run``'s page in a new tab, and the UI renders it there."""
+    with page.context.expect_page() as new:
+        link.click(modifiers=["ControlOrMeta"])
+    tab = new.value
+    tab.get_by_text(run.info.run_name).first.wait_for(timeout=60_000)
+    assert f"runs/{run.info.run_id}" in tab.url
+    tab.close()
 
 
 def test_scan_links_open_the_runs(served, browser, tmp_path):
+    from mlflow.tracking import MlflowClient
+
     base, exp, report = served
     kids = _kids(served)
     good = kids["t/good"]
@@ -202,9 +191,21 @@ def test_scan_links_open_the_runs(served, browser, tmp_path):
     table = frame.locator("table").first.bounding_box()
     body = frame.locator("body").evaluate("b => [b.scrollWidth, b.clientWidth]")
     assert body[0] <= body[1] and table["width"] > 0  # no column off the frame's right edge
+    # The frame is sandboxed to allow-scripts: a plain click opens nothing, a Ctrl-click opens the run (as it says).
+    assert "Ctrl-click" in frame.locator("p.how").inner_text()
+    link = frame.locator(f"a[href*='runs/{good.info.run_id}']")
+    link.click()
+    page.wait_for_timeout(1500)
+    assert len(page.context.pages) == 1
+    _ctrl_click_opens(page, link, good)
+    # Without a UI address (a sqlite store, as `make demo` logs) the page's script links the runs to the UI showing it.
+    MlflowClient(base.rstrip("/")).log_text(report.run_id, report.html(), "scan_report_no_address.html")
+    page.goto(f"{base}#/experiments/{exp}/runs/{report.run_id}/artifacts/scan_report_no_address.html?"
+              f"{view.ML_WORKFLOW}")
+    link = page.frame_locator("iframe.mlflow-html-iframe").locator(f"a[href*='runs/{good.info.run_id}']")
+    link.wait_for(timeout=60_000)
+    _ctrl_click_opens(page, link, good)
     # The same page opened on its own (downloaded, or served): a click opens the run in a new tab.
-    from mlflow.tracking import MlflowClient
-
     html = Path(MlflowClient(base.rstrip("/")).download_artifacts(report.run_id, "scan_report.html",
                                                                    str(tmp_path))).read_text()
     page.set_content(html)

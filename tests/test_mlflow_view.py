@@ -65,3 +65,23 @@ def test_every_scan_run_has_headline_tags_and_metrics(mixed_hub, tmp_path):
     assert text.index("t/unsafe") < text.index("t/good") and text.index("t/corrupt") < text.index("t/good")
     for kid in kids:
         assert kid.info.run_id in dom  # a sqlite store has no UI address: linked by run id
+
+
+def test_per_class_table_comes_back_through_load_table():
+    """``classes.json`` is an MLflow table: one row a class, read back by ``load_table`` as logged."""
+    from plugin import view
+    from plugin.core.findings import ClassFinding, Node
+
+    jersey, coat = Node("n03595614", "jersey"), Node("n03057021", "coat")
+    classes = [ClassFinding(0, True, (jersey,), jersey, 0.74126, 0.5, 0.5, 8, (), stability=1.0, status="found"),
+               ClassFinding(1, False, (coat,), coat, 0.69, 0.4, 0.4, 6, (), stability=0.6875, status="uncertain"),
+               ClassFinding(2, False, (), None, 0.0, 0.0, 0.0, 0, ())]
+    with tracking.experiment("class-table") as exp, mlflow.start_run(experiment_id=exp) as run:
+        tracking.log_class_table(classes, ["T-shirt", "coat"])
+    table = MlflowClient().load_table(exp, "classes.json", run_ids=[run.info.run_id])
+    assert list(table.columns) == list(view.CLASS_COLUMNS)
+    rows = table.to_dict("records")
+    assert [(r["class"], r["label"], r["domain"], r["status"], r["n"]) for r in rows] == [
+        (0, "T-shirt", "jersey", "found", 8), (1, "coat", "coat", "uncertain", 6), (2, "", "", "not-found", 0)]
+    # 3 significant digits as logged (MLflow's JSON round trip adds float noise in the last bit).
+    assert [v for r in rows for v in (r["stability"], r["score"])] == pytest.approx([1.0, 0.741, 0.688, 0.69, 1.0, 0.0])

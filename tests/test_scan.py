@@ -231,6 +231,7 @@ def test_scan_summary_shows_flags_from_run_tags():
     exp = client.get_experiment_by_name("Default").experiment_id
     flagged = client.create_run(exp, tags=flag_tags(SimpleNamespace(flags=flags))).info.run_id
     plain = client.create_run(exp, tags=flag_tags(SimpleNamespace(flags=[]))).info.run_id
+    client.log_metric(flagged, "stability", 0.90625)
     for rid in (flagged, plain):
         client.set_terminated(rid)
     rows = [_row_of_run(ScanRow("m/flagged", "a" * 40, ""), mlflow.get_run(flagged)),
@@ -244,6 +245,10 @@ def test_scan_summary_shows_flags_from_run_tags():
     html = ScanReport("demo", "r", rows).html()
     assert "<th>flags</th>" in html.replace(" ", "") or ">flags<" in html
     assert "decoy-suspected[0,1,3],sink-class[2]" in html
+    # The run's stability (share of bootstrap resamples returning the answer) sits beside its confidence.
+    col = SUMMARY_COLUMNS.index("stability")
+    assert col == SUMMARY_COLUMNS.index("confidence") + 1 and [r[col] for r in csv_rows] == ["stability", "0.91", ""]
+    assert "| stability |" in md.splitlines()[0] and ">stability</th>" in html and "<td>0.91</td>" in html
 
 
 def test_reap_stale_runs_only_kills_runs_older_than_the_timeout():

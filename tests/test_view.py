@@ -28,6 +28,7 @@ def test_run_name_is_the_headline_and_fits_the_name_column():
 def test_sig3_and_short_values():
     assert view.sig3(0.125761) == 0.126 and view.sig3(0.0008411548) == 0.000841 and view.sig3(652.4) == 652.0
     assert view.sig3(0) == 0 and view.rounded({"a": 1 / 3}) == {"a": 0.333}
+    assert view.sig3(1917) == 1917 and view.sig3(1917.4) == 1920  # a count stays exact
     assert view.short("digit \u00d72, garment \u00d71, face \u00d71", 20) == "digit \u00d72\u2026"
     assert view.short("refused-unsafe") == "refused-unsafe"
 
@@ -59,7 +60,10 @@ def test_scan_page_puts_refusals_first_loud_and_links_runs():
     assert 'href="http://h:5000/#/experiments/7/runs/r1?workflowType=machine_learning"' in page
     assert 'href="#/' not in page  # no relative link: it would resolve to blob: in MLflow's frame
     bare = report.html("")
-    assert "<code title=\"run id\">r2</code>" in bare and "href" not in bare.split("<table>")[1]
+    # No address: run ids, no href (opened as a file they stay text); the page's script links them in the UI.
+    table = bare.split("<table>")[1].split("</table>")[0]
+    assert "<code>r2</code>" in table and "href" not in table and 'data-run="#/experiments/7/runs/r2?' in table
+    assert "<script>" not in page and "<script>" in bare and "Ctrl-click" in bare
     md = scan_description("demo", [r.__dict__ for r in rows], experiment_id="7", seconds=12.0)
     assert "**REFUSED-UNSAFE 1**" in md and "[r2](#/experiments/7/runs/r2?workflowType=machine_learning)" in md
     assert md.index("| **REFUSED-UNSAFE** | t/unsafe") < md.index("t/good")

@@ -388,6 +388,8 @@ def _row_of_run(row: ScanRow, run) -> ScanRow:
     row.flags = tracking.flags_of_tags(t)
     if "confidence" in m:
         row.confidence = f"{m['confidence']:.2f}"
+    if "stability" in m:
+        row.stability = f"{m['stability']:.2f}"
     if run.info.status == "FINISHED":
         row.outcome = INVESTIGATE
         row.domain = t.get(T_DOMAIN, "") or t.get(T_VERDICT, "")

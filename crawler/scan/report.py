@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 from crawler.scan.view import scan_description, scan_page
 
-SUMMARY_COLUMNS = ("repo", "sha", "outcome", "domain", "verdict", "confidence", "flags", "classes_found", "queries",
-                   "seconds", "reason")
+SUMMARY_COLUMNS = ("repo", "sha", "outcome", "domain", "verdict", "confidence", "stability", "flags", "classes_found",
+                   "queries", "seconds", "reason")
 
 
 @dataclass
@@ -25,10 +25,11 @@ class ScanRow:
     verdict: str = ""
     confidence: str = ""
     flags: str = ""  # "decoy-suspected[0,1,2],sink-class[2]": what the investigator must be warned about
+    stability: str = ""  # the run's `stability` metric: mean share of bootstrap resamples returning each answer
 
     def cells(self) -> list[str]:
-        return [self.repo, self.sha[:8], self.outcome, self.domain, self.verdict, self.confidence, self.flags,
-                self.classes_found, self.queries, f"{self.seconds:.1f}", self.reason]
+        return [self.repo, self.sha[:8], self.outcome, self.domain, self.verdict, self.confidence, self.stability,
+                self.flags, self.classes_found, self.queries, f"{self.seconds:.1f}", self.reason]
 
 
 @dataclass

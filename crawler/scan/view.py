@@ -5,9 +5,11 @@ greyed out), every row linked to its run. Where links work (see
 :mod:`plugin.view`): the parent run's description is Markdown that the MLflow
 UI renders itself, so its relative ``#/experiments/...`` links open the run.
 ``scan_report.html`` links by absolute URL when the UI's address is known
-(``--ui-url``, or an ``http(s)`` tracking URI) and by run id otherwise; shown
-inline under Artifacts it sits in a frame sandboxed to ``allow-scripts``,
-from which no link can leave, so the page says where the working links are.
+(``--ui-url``, or an ``http(s)`` tracking URI); otherwise a few lines of
+script link the run ids to the UI that shows the page. Inline under Artifacts
+it sits in a frame sandboxed to ``allow-scripts``, where a plain click on a
+link opens nothing and a Ctrl-click (or middle-click) opens the run in a new
+tab, so the page says so in its first line.
 """
 from __future__ import annotations
 
@@ -25,16 +27,24 @@ DESCRIPTION_ROWS = 40  # the parent run's description lists this many models; th
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:12px;color:#1d2330}
-h1{font-size:20px;margin:0 0 4px} .small{font-size:12px;color:#556}
+h1{font-size:20px;margin:0 0 4px} .small{font-size:12px;color:#556} .how{font-size:14px;margin:4px 0}
 .badge{display:inline-block;padding:2px 9px;border-radius:10px;font-size:13px;margin:0 6px 4px 0;background:#eef}
 .alarm{background:#c62828;color:#fff;font-weight:600}
 table{border-collapse:collapse;font-size:13px;margin:8px 0;width:100%;table-layout:fixed}
 td,th{border:1px solid #dde;padding:4px 6px;vertical-align:top;text-align:left;overflow-wrap:break-word}
 th{background:#f4f5fa} tr.alarm td{background:#fde3e3;color:#7f1010;font-weight:600}
-code{font-size:12px}
+code{font-size:12px} td.run code{word-break:break-all}
 """
-COLUMNS = (("outcome", "14%"), ("model", "12%"), ("answer", "18%"), ("flags", "13%"), ("found / queries / s", "9%"),
-           ("reason", "25%"), ("run", "9%"))
+# Widths for a ~1,000 px artifact frame (MLflow at 1600 px): a model id and a 32-digit run id on two lines at most.
+COLUMNS = (("outcome", "12%"), ("model", "16%"), ("answer", "15%"), ("stability", "8%"), ("flags", "10%"),
+           ("found / queries / s", "9%"), ("reason", "18%"), ("run", "12%"))
+
+
+# Shown by the MLflow UI, the page is a blob: URL of the UI's own origin (blob:http://host:5000/<uuid>), in a frame
+# sandboxed to allow-scripts: that origin is where the runs are. Opened as a file, the links stay run ids.
+FRAME_LINKS = ("(function(){var m=/^blob:(https?:\\/\\/[^\\/]+)\\//.exec(location.href);if(!m)return;"
+               "document.querySelectorAll('a[data-run]').forEach(function(a){"
+               "a.href=m[1]+'/'+a.getAttribute('data-run');});})();")
 
 
 def attention_first(rows: Sequence[dict]) -> list[dict]:
@@ -55,7 +65,10 @@ def _answer(r: dict) -> str:
 
 def scan_page(source: str, rows: Sequence[dict], *, run_id: str = "", experiment_id: str = "",
               seconds: float = 0.0, ui_base: str = "") -> str:
-    """The scan's self-contained HTML page (no script); ``rows`` are :class:`ScanRow` dicts."""
+    """The scan's self-contained HTML page; ``rows`` are :class:`ScanRow` dicts.
+
+    Its one script (:data:`FRAME_LINKS`, only without ``ui_base``) gives run-id links the UI's address.
+    """
     ranked = attention_first(rows)
     counts = Counter(r.get("outcome", "?") for r in rows)
 
@@ -64,26 +77,32 @@ def scan_page(source: str, rows: Sequence[dict], *, run_id: str = "", experiment
         url = run_url(ui_base, experiment_id, rid)
         if url:
             return f"<a href=\"{_e(url)}\" target=\"_blank\" rel=\"noopener\">{_e(rid[:8])}</a>"
-        return f"<code title=\"run id\">{_e(rid)}</code>" if rid else "-"
+        if not rid:
+            return "-"
+        # No address known: FRAME_LINKS gives the link one when the page is shown by the MLflow UI.
+        path = run_url("/", experiment_id, rid)[1:]
+        return f"<a data-run=\"{_e(path)}\" target=\"_blank\" rel=\"noopener\"><code>{_e(rid)}</code></a>"
 
     cells = []
     for r in ranked:
         cells.append("<tr class=\"{}\">".format("" if r.get("outcome") in QUIET else "alarm") + "".join(
             f"<td>{c}</td>" for c in (
                 _e(r.get("outcome", "")), f"{_e(r.get('repo', ''))} <code>{_e(str(r.get('sha', ''))[:8])}</code>",
-                _e(_answer(r)), _e(r.get("flags", "") or "-"),
+                _e(_answer(r)), _e(r.get("stability", "") or "-"), _e(r.get("flags", "") or "-"),
                 _e(f"{r.get('classes_found') or '-'} / {r.get('queries') or '-'} / {float(r.get('seconds') or 0):.1f}"),
-                _e(r.get("reason", "") or "-"), link(r))) + "</tr>")
+                _e(r.get("reason", "") or "-"))) + f"<td class=\"run\">{link(r)}</td></tr>")
     where = (f"the UI at <code>{_e(ui_base)}</code>" if ui_base else
-             "run ids (give <code>--ui-url</code> to link them)")
+             "the UI that shows this page (run ids when opened on its own; <code>--ui-url</code> sets an address)")
     body = [f"<h1>Scan of {_e(source)}</h1>",
+            f"<p class=\"how\"><b>To open a run</b>, Ctrl-click (\u2318-click) or middle-click its link: in MLflow's "
+            "Artifacts view a plain click is blocked by the frame's sandbox. The scan run's Overview links every run.</p>",
             f"<div class=\"small\">{len(rows)} models in {seconds:.0f} s; scan run <code>{_e(run_id)}</code>; "
-            f"links to {where}. Inside MLflow's artifact view this page is sandboxed and no link can leave it: "
-            "the scan run's description (Overview) links every run.</div>",
+            f"links to {where}.</div>",
             "<p>" + "".join(f"<span class=\"badge {'' if k in QUIET else 'alarm'}\">{_e(k)} {n}</span>"
                             for k, n in sorted(counts.items(), key=lambda kv: (kv[0] in QUIET, kv[0]))) + "</p>",
             "<table><colgroup>" + "".join(f"<col style=\"width:{w}\">" for _, w in COLUMNS) + "</colgroup><tr>"
-            + "".join(f"<th>{_e(h)}</th>" for h, _ in COLUMNS) + "</tr>", *cells, "</table>"]
+            + "".join(f"<th>{_e(h)}</th>" for h, _ in COLUMNS) + "</tr>", *cells, "</table>",
+            f"<script>{FRAME_LINKS}</script>" if not ui_base else ""]
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>domain-finder scan: "
             f"{_e(source)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
