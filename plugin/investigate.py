@@ -309,6 +309,7 @@ def _write_outputs(st: _Stages, tmp: Path, bar: "_StageBar") -> None:
     (tmp / "report.html").write_text(html, encoding="utf-8")
     paths.append(tmp / "report.html")
     tracking.log_artifacts(str(tmp))
+    tracking.log_class_table(st.result.findings.classes, st.bb.info.label_names)  # per-class rows, "view as table"
     st.names = [p.relative_to(tmp) for p in paths] + [p.relative_to(tmp) for c in st.done for p in c.artifacts]
 
 

@@ -67,7 +67,9 @@ def test_cli_investigation_logs_everything(demo_models, tmp_path):
 
     assert digest == sha256_file(model_dir("footwear") / "model.safetensors")
     arts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"findings.json", "classes.csv", "heatmap.png", "montages", "report.html"} <= arts
+    assert {"findings.json", "classes.csv", "heatmap.png", "montages", "report.html", "classes.json"} <= arts
+    table = MlflowClient().load_table(run.info.experiment_id, "classes.json", run_ids=[run.info.run_id])
+    assert table["status"].tolist() == [c["status"] for c in json.loads(out.read_text())["classes"]]
     montages = MlflowClient().list_artifacts(run.info.run_id, "montages")
     assert len(montages) == sum(c["n_samples"] > 0 for c in json.loads(out.read_text())["classes"])
     assert json.loads(out.read_text())["queries"] == int(run.data.metrics["queries"])
