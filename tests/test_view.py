@@ -28,7 +28,7 @@ def test_run_name_is_the_headline_and_fits_the_name_column():
 def test_sig3_and_short_values():
     assert view.sig3(0.125761) == 0.126 and view.sig3(0.0008411548) == 0.000841 and view.sig3(652.4) == 652.0
     assert view.sig3(0) == 0 and view.rounded({"a": 1 / 3}) == {"a": 0.333}
-    assert view.sig3(1917) == 1917 and view.sig3(1917.4) == 1920  # a count stays exact
+    assert view.sig3(1917) == 1917 and view.sig3(4023.4) == 4023  # a count stays exact, seconds to the second
     assert view.short("digit \u00d72, garment \u00d71, face \u00d71", 20) == "digit \u00d72\u2026"
     assert view.short("refused-unsafe") == "refused-unsafe"
 
