@@ -12,7 +12,8 @@ flag is a :class:`~plugin.core.findings.Flag` in ``findings.json``'s top-level
   planted, so both are reported.
 - ``mixed-domains``: the found classes split into groups whose leaves lie at
   least ``mixed_domain_distance`` hops apart (a CIFAR-10 model: vehicles and
-  animals).
+  animals), each a region where at least two of its classes discriminate
+  (a region sent wholesale to one class is a sink, not a domain).
 - ``sink-class``: one class takes at least ``sink_min_leaves`` leaves far from
   its own domain. A small model labels everything, so a sink is ill-posedness,
   not a decoy: many leaves map onto *one* class, where a decoy maps one leaf
@@ -170,10 +171,10 @@ def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe, ta
     with its classes and its LCA. With ``takers`` (per leaf of ``leaves``, the
     class taking most of its copies), two kinds of evidence are no second domain:
 
-    - a class with a strong alternative far away (its runner-up reaches
-      ``decoy_min_score``): it could as well sit with the others, so it does not
-      split them (a 10-class fashion model's dress class on the digits, whose
-      dress leaf answers too);
+    - a class whose runner-up reaches ``decoy_min_score`` in a region where two
+      classes discriminate: it could as well sit there, so it does not split
+      the model (a 10-class fashion model's shirt class on the digits, whose
+      garment alternative answers too);
     - a group whose region (its chosen leaves, and the leaves within
       ``sink_radius`` hops that can supply ``min_samples`` images) goes to one
       class only: a model discriminates inside its domain, while a sink is a
@@ -219,7 +220,8 @@ def _region_takers(chosen: Sequence[str], hier, recipe: Recipe, takers: np.ndarr
     near = (np.where(np.isfinite(d), d, np.inf) <= recipe.sink_radius).any(axis=0)
     if support is not None:
         near &= np.asarray(support) >= recipe.min_samples
-    near[[k for k, s in enumerate(leaves) if s in set(chosen)]] = True
+    own = set(chosen)
+    near[[k for k, s in enumerate(leaves) if s in own]] = True
     return set(np.asarray(takers)[near].tolist()) - {-1}
 
 
