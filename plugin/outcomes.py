@@ -20,7 +20,9 @@ REFUSED_UNSAFE = "refused-unsafe"
 FAILED_CORRUPT = "failed-corrupt"
 FAILED = "failed"
 ALREADY_AUDITED = "already-audited"
-# Decided from the listing's files and config, before any download: a row, no run.
+# Decided from the listing's files and config, before any download. An unsupported format is a row with
+# no run; a repo that asks for remote code is a security outcome, so it is also a FAILED run (loud in the
+# runs table), settled for its sha like an invalid repo id.
 REFUSED_REMOTE_CODE = "refused-remote-code"
 SKIPPED_UNSUPPORTED_FORMAT = "skipped-unsupported-format"
 OUTCOMES = (INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_UNSAFE, FAILED_CORRUPT, REFUSED_REMOTE_CODE,
@@ -33,8 +35,10 @@ HUB_ERROR = "hub-error"
 TIMEOUT = "timeout"
 RESOURCE_LIMIT = "resource-limit"
 CRASH = "crash"
-CATEGORIES = (REFUSED_UNSAFE, INVALID_REPO, FAILED_CORRUPT, HUB_ERROR, TIMEOUT, RESOURCE_LIMIT, CRASH)
-PERMANENT = (REFUSED_UNSAFE, FAILED_CORRUPT, INVALID_REPO)  # settled when the bytes were verified (see ledger)
+CATEGORIES = (REFUSED_UNSAFE, REFUSED_REMOTE_CODE, INVALID_REPO, FAILED_CORRUPT, HUB_ERROR, TIMEOUT, RESOURCE_LIMIT,
+              CRASH)
+PERMANENT = (REFUSED_UNSAFE, FAILED_CORRUPT, INVALID_REPO, REFUSED_REMOTE_CODE)  # settled when the bytes were verified
+SETTLED_UNVERIFIED = (INVALID_REPO, REFUSED_REMOTE_CODE)  # ... or at once: decided from the name or config, not bytes
 TRANSIENT = (HUB_ERROR, TIMEOUT, RESOURCE_LIMIT, CRASH)  # retried on later scans, with a backoff
 
 # -- the ledger's tags (crawler.scan.ledger) ----------------------------------------

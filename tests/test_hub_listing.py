@@ -164,9 +164,13 @@ def test_scan_of_the_hub_as_it_is(hub, tmp_path, monkeypatch):
     vit = next(r for r in runs if r.data.tags.get(TAG_PREFIX + "model_id") == "hf/vit-trainer")
     assert vit.data.params["model.architecture"] == "ViTForImageClassification"
     assert vit.data.params["model.has_label_names"] == "True"
+    # A security outcome is a FAILED run in the runs table, though nothing was downloaded.
+    remote = next(r for r in runs if r.data.tags.get(TAG_PREFIX + "model_id") == "hf/remote")
+    assert remote.info.status == "FAILED" and remote.data.tags[TAG_PREFIX + "category"] == REFUSED_REMOTE_CODE
+    assert remote.info.run_name.startswith("REFUSED-REMOTE-CODE")
 
     second = scan(spec, recipe=FAST, source_options={"author": "hf"})
     assert {r for r, o in second.outcomes().items() if o == ALREADY_AUDITED} == \
-        {"hf/vit-trainer", "hf/resnet-onnx", "hf/pickled"}
+        {"hf/vit-trainer", "hf/resnet-onnx", "hf/pickled", "hf/remote"}  # a refusal is settled for its sha
     after = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert len(after) == len(runs) + 1  # a rescan adds its own scan run and nothing else

@@ -165,7 +165,8 @@ def test_full_demo_scan(tmp_path, monkeypatch):
     print(f"first demo scan {time.time() - t:.0f} s")
     assert first.outcomes() == expected
     kids = _child_runs(first.run_id)
-    assert len(kids) == sum(o in (INVESTIGATE, REFUSED_UNSAFE, FAILED_CORRUPT) for o in expected.values())
+    ran = (INVESTIGATE, REFUSED_UNSAFE, FAILED_CORRUPT, REFUSED_REMOTE_CODE)  # every security outcome is a run too
+    assert len(kids) == sum(o in ran for o in expected.values())
     _check_failures(kids)
     assert not marker.exists()
     second = scan(spec, recipe=FAST)

@@ -39,7 +39,7 @@ import socket
 import time
 
 from plugin import tracking
-from plugin.outcomes import (CRASH, DETERMINISTIC, INVALID_REPO, PERMANENT, T_ATTEMPT, T_CATEGORY, T_KEY, T_LIMIT,
+from plugin.outcomes import (CRASH, DETERMINISTIC, PERMANENT, SETTLED_UNVERIFIED, T_ATTEMPT, T_CATEGORY, T_KEY, T_LIMIT,
                              T_OWNER, T_RETRY_AFTER, T_SUPERSEDED, T_VERIFIED)
 from plugin.tracking import T_MODEL_ID, T_OUTCOME, T_REVISION, T_SCAN, T_STATUS
 
@@ -187,7 +187,7 @@ def _settles(run, limits: dict, retry_failed: str | None, now: float) -> bool:
         return False
     if T_CATEGORY not in t:  # a run from before categories: the old rule
         return t.get(T_OUTCOME) in DETERMINISTIC
-    if category in PERMANENT and (category == INVALID_REPO or t.get(T_VERIFIED) == "1"):
+    if category in PERMANENT and (category in SETTLED_UNVERIFIED or t.get(T_VERIFIED) == "1"):
         return True
     if _limit_raised(run, limits):
         return False
@@ -322,7 +322,7 @@ def fail(run_id: str, reason: str, category: str, *, verified: bool = False, lim
             attempt = int(tracking.get_run(run_id).data.tags.get(T_ATTEMPT, "1"))
         except ValueError:
             attempt = 1
-    permanent = category in PERMANENT and (verified or category == INVALID_REPO)
+    permanent = category in PERMANENT and (verified or category in SETTLED_UNVERIFIED)
     if not permanent:
         tags[T_RETRY_AFTER] = str(int(time.time() + backoff_s(attempt, backoff_base_s, bool(limits))))
     if not terminate:

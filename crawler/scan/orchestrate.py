@@ -18,11 +18,12 @@ time in this process's worker; the ``ray`` backend
 model, many at once, while this process lists lazily and keeps the ledger.
 
 Outcomes (see :mod:`plugin.outcomes`): ``investigate`` (done), ``already-audited``,
-``skipped-encoder``, ``skipped-documented``, ``refused-remote-code`` and
-``skipped-unsupported-format`` (decided from the listing's files and config by
-:mod:`plugin.models.formats`, before any download), or a failure category:
-``refused-unsafe``, ``invalid-repo``, ``failed-corrupt``, ``hub-error``,
-``timeout``, ``resource-limit``, ``crash``.
+``skipped-encoder``, ``skipped-documented`` and ``skipped-unsupported-format``
+(decided from the listing's files and config by :mod:`plugin.models.formats`,
+before any download; no run), or a failure category (a FAILED run):
+``refused-remote-code`` (also decided before any download; a security outcome
+belongs in the runs table), ``refused-unsafe``, ``invalid-repo``,
+``failed-corrupt``, ``hub-error``, ``timeout``, ``resource-limit``, ``crash``.
 
 One repo never takes down a scan: every per-repo step (its listing entry, card,
 config, download, static checks, investigation) runs behind one boundary
@@ -338,6 +339,8 @@ def _scan_one(target: _Target, model: HubModel, opts: ScanOptions,
     known = listed is not None and listed.doc is not None
     doc, detected = (listed.doc, listed.detected) if known else _triage_facts(model)
     skipped = _triage(model, opts, doc, detected)
+    if skipped is not None and skipped.outcome == REFUSED_REMOTE_CODE:  # a security outcome: a FAILED run, loud
+        return _fail_entry(target, model, opts, row, skipped.reason, REFUSED_REMOTE_CODE)
     if skipped is not None:
         return skipped
     run_id, holder = ledger.claim(target.experiment_id, target.parent_id, model.repo_id, model.sha,
