@@ -279,11 +279,15 @@ def eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:
 
 
 def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe, leaves: list[str],
-                    takers: np.ndarray | None = None) -> list[Cluster | None]:
+                    takers: np.ndarray | None = None, regions: dict | None = None) -> list[Cluster | None]:
     """Picks one cluster per class.
 
-    First each class alone by the α-objective (ties to the larger cluster: the
-    paper prefers inclusive domains). Then, when ``coherence`` > 0, a few
+    A domain before a sink: with ``regions`` (:func:`leaf_regions`) and
+    ``takers`` (per leaf, the class taking most of its copies, -1 for none),
+    a class chooses among the clusters whose region some *other* class also
+    takes leaves of, when it has any (:func:`_domains_first`). Then each class
+    alone by the α-objective (ties to the larger cluster: the paper prefers
+    inclusive domains). Then, when ``coherence`` > 0, a few
     rounds of coordinate ascent add ``coherence`` x the mean closeness of a
     cluster's *leaves* to the leaves the model's other classes chose: the
     classes of one model usually share a domain, which breaks ties that
@@ -294,6 +298,8 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
     mixed model keeps both of its domains.
     """
     pools = [eligible(o, recipe) for o in options]
+    if regions is not None:
+        pools = _domains_first(pools, regions, takers)
     chosen = [max(p, key=lambda c: (round(c.objective, 12), len(c.members))) if p else None for p in pools]
     if recipe.coherence <= 0:
         return chosen
@@ -340,6 +346,42 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
         if not changed:
             break
     return chosen
+
+
+def leaf_regions(sp: ScorePass, hier, recipe: Recipe, wanted, cache: dict) -> dict[int, np.ndarray]:
+    """Per leaf of ``wanted``, its region: the leaves within ``domain_radius`` hops that can supply ``min_samples`` images.
+
+    Depends on the tree and the leaves' capacity, not on the scores, so one
+    pass (and every bootstrap resample of it) computes each leaf's once
+    (``cache``), and only for leaves some candidate cluster holds.
+    """
+    regions = cache.setdefault("regions", {})
+    new = sorted(set(wanted) - regions.keys())
+    if new:
+        big = np.asarray(sp.support) >= recipe.min_samples
+        rows = _leaf_distances(hier, sp.leaves, new, range(len(sp.leaves))) <= recipe.domain_radius
+        regions.update({j: np.flatnonzero(row & big) for j, row in zip(new, rows)})
+    return regions
+
+
+def _domains_first(pools: list[list[Cluster]], regions: dict[int, np.ndarray],
+                   takers: np.ndarray) -> list[list[Cluster]]:
+    """Per class, its clusters that lie in a domain, when it has one; else all of them.
+
+    A model discriminates inside its domain: there, leaves near the cluster go
+    to other classes too. A region that it sends wholesale to one class is a
+    sink (a 2-class model's ankle boot class takes all ten digits at 1.0, as
+    it takes the shoes; only around the shoes does the bag class take leaves
+    too). The same rule keeps sinks out of ``mixed-domains``
+    (:func:`plugin.core.flags.mixed_domain_flags`).
+    """
+    takers = np.asarray(takers)
+    out = []
+    for i, pool in enumerate(pools):
+        keep = [c for c in pool if any(((takers[regions[j]] != i) & (takers[regions[j]] >= 0)).any()
+                                       or takers[j] not in (i, -1) for j in c.members)]
+        out.append(keep or pool)
+    return out
 
 
 def domain_distance(hier, a: Cluster, b: Cluster) -> float:

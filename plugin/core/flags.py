@@ -176,7 +176,7 @@ def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe, ta
       the model (a 10-class fashion model's shirt class on the digits, whose
       garment alternative answers too);
     - a group whose region (its chosen leaves, and the leaves within
-      ``sink_radius`` hops that can supply ``min_samples`` images) goes to one
+      ``domain_radius`` hops that can supply ``min_samples`` images) goes to one
       class only: a model discriminates inside its domain, while a sink is a
       region it sends wholesale to one class (every digit "ankle boot"; the
       face leaf "bag"). ``sink-class`` is the flag for that.
@@ -215,9 +215,9 @@ def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe, ta
 def _region_takers(chosen: Sequence[str], hier, recipe: Recipe, takers: np.ndarray, leaves: Sequence[str],
                    support: np.ndarray | None) -> set[int]:
     """Distinct classes taking the leaves of a group's region: its chosen leaves, and the leaves within
-    ``sink_radius`` hops of them that can supply ``min_samples`` images."""
+    ``domain_radius`` hops of them that can supply ``min_samples`` images."""
     d = np.asarray(hier.distance_matrix(list(chosen), list(leaves)), dtype=float)
-    near = (np.where(np.isfinite(d), d, np.inf) <= recipe.sink_radius).any(axis=0)
+    near = (np.where(np.isfinite(d), d, np.inf) <= recipe.domain_radius).any(axis=0)
     if support is not None:
         near &= np.asarray(support) >= recipe.min_samples
     own = set(chosen)

@@ -81,6 +81,7 @@ class Recipe:
     coherence_anchor_spread: float = 0.5  # ... unless its own best is a sink: its leaves go to fewer distinct classes
     sink_contrast: float = 0.5  # weight of what the class absorbs around a cluster (the sink null model), subtracted
     sink_radius: float = 4.0  # ... from the leaves within this many hops of a member
+    domain_radius: float = 6.0  # a class prefers clusters near which another class takes leaves (0: off)
     filter_all: bool = False  # step 4 queries every unsent image of the chosen leaves (else until min_samples came back)
     # Stability (README "Stability"): bootstrap over images within leaves, steps 2-4 per resample, no queries
     stability_resamples: int = 16  # resamples of the pass's own evidence (0: no bootstrap, every answer counts as stable)

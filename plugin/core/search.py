@@ -16,7 +16,7 @@ import numpy as np
 
 from plugin.core.blackbox import BlackBox
 from plugin.core.clusters import (ClassSearch, Cluster, choose_clusters, class_clusters, eligible, finalize_class,
-                                  runner_up, top_leaves)
+                                  leaf_regions, runner_up, top_leaves)
 from plugin.core.corpus import Corpus
 from plugin.core.errors import CorpusError
 from plugin.core.findings import Findings, LeafSpend
@@ -52,7 +52,11 @@ def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | N
 def _choose(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict):
     scaled = _scaled(sp, recipe)
     options = class_clusters(sp, corpus, scaled, cache)
-    return options, choose_clusters(options, corpus, scaled, sp.leaves, np.asarray(sp.counts).argmax(axis=0))
+    counts = np.asarray(sp.counts)
+    takers = np.where(counts.sum(axis=0) > 0, counts.argmax(axis=0), -1)  # -1: no copy came back as a class
+    regions = (leaf_regions(sp, corpus.hierarchy, scaled, {j for o in options for c in o for j in c.members}, cache)
+               if scaled.domain_radius > 0 else None)
+    return options, choose_clusters(options, corpus, scaled, sp.leaves, takers, regions)
 
 
 def _fingerprint(sp: ScorePass) -> bytes:
