@@ -65,6 +65,18 @@ def test_found_only_on_images_that_really_come_back():
     assert [c.found for c in f.classes] == [c.found for c in exhaustive.classes]
 
 
+def test_found_only_where_the_model_answers_the_class_most():
+    """Class 0 gets 5 of the 12 airliner images, class 1 the other 7: class 0 is not told apart there."""
+    corpus = corpus_of([AIRLINER, WARPLANE, TABBY], 12)
+    recipe = Recipe(images_per_leaf=12, min_samples=4, coherence=0, score_pass="exhaustive", threshold=0.2,
+                    stability_resamples=0, **PLAIN)
+    for share, found in ((5, False), (7, True)):
+        bb = ImageOracle({0: 1, 1: 1, 2: 2}, {(0, k): 0 for k in range(share)}, num_classes=3)
+        c0 = search(bb, corpus, recipe).findings.classes[0]
+        assert [n.synset for n in c0.leaves] == [AIRLINER] and c0.n_samples == share >= recipe.min_samples
+        assert c0.found is found and c0.status == ("found" if found else "not-found")
+
+
 def test_an_answer_that_flips_is_uncertain_and_counts_for_nothing():
     """Class 0 answers half of the airliner and half of the tabby images: its domain flips between resamples."""
     corpus = corpus_of([AIRLINER, WARPLANE, TABBY, PERSIAN, SANDAL], 16)

@@ -237,7 +237,8 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
     modal answer is used. Step 4 then queries unsent images of the chosen
     leaves of every stable class (until ``min_samples`` came back, or all of
     them with ``filter_all``), and a class is found only when at least
-    ``min_samples`` of its chosen leaves' images really come back as it. A class
+    ``min_samples`` of its chosen leaves' images really come back as it, and
+    it takes the plurality of one of its chosen leaves at least. A class
     whose answer holds in fewer than ``stability_min`` of the resamples is
     ``uncertain``, not found; the verdict and the flags read found classes only.
     ``reserve`` queries of the recipe's ``query_budget`` are left for the follow-up checks.
@@ -259,11 +260,16 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
               for i, (c, ok) in enumerate(zip(chosen, stable)) if ok}
     filtered = filter_images(blackbox, corpus, recipe, sp, wanted, progress, reserve, spent=sp.queries)
     filter_queries = sum(len(v) for v in filtered.values())
+    takers = np.asarray(sp.counts).argmax(axis=0)  # per leaf, the class taking most of its copies
     classes = []
     for i, (o, c) in enumerate(zip(options, chosen)):
         hits = _real_hits(i, c.members, sp, filtered, recipe) if c is not None else []
+        # Found where the model answers the class more than any other, on one chosen leaf at least: a class
+        # that only shares another class's leaves is not told apart there (a digits model on the corpus
+        # without digits: its "boot" class on the boot leaf, which its "footwear" class takes).
+        owns = c is not None and any(int(takers[j]) == i for j in c.members)
         status = ("not-found" if c is None or c.weak else "uncertain" if not stable[i]
-                  else "found" if len(hits) >= recipe.min_samples else "not-found")
+                  else "found" if len(hits) >= recipe.min_samples and owns else "not-found")
         classes.append(finalize_class(i, c, top_leaves(i, sp, corpus, recipe), sp, corpus, recipe,
                                       runner_up(o, c, corpus, recipe, sp.leaves), samples=hits,
                                       status=status, stability=shares[i]))
