@@ -53,6 +53,17 @@ def test_a_vague_class_domain_is_called_unclear(corpus):
     assert dict(v.domains) == {"footwear": 2, "unclear": 1} and "artifact" not in v.answer
 
 
+def test_two_vague_class_domains_are_one_unclear_entry():
+    """'unclear ×2', not 'unclear ×1, unclear ×1': the summary names what it can say, once."""
+    astronaut, dahlia, eight, espresso = "n09818022", "n11960245", "n13745086", "n07920052"
+    leaves = [astronaut, dahlia, eight, espresso]
+    h = Hierarchy.from_wordnet(leaves)
+    c = Corpus("wn", [Leaf(s, h.name(s), [np.zeros((4, 4, 3), np.uint8)]) for s in leaves], h)
+    v = model_verdict([finding(c, 0, [astronaut, dahlia]), finding(c, 1, [eight, espresso])], c)
+    assert {h.name(h.lca([astronaut, dahlia])), h.name(h.lca([eight, espresso]))} == {"organism", "abstraction"}
+    assert v.domains == (("unclear", 2),) and v.answer.count("unclear") == 1
+
+
 def test_too_few_found_classes_is_inconclusive(corpus):
     classes = [finding(corpus, 0, [SANDAL])] + [finding(corpus, i, [], 0.0, found=False) for i in range(1, 10)]
     v = model_verdict(classes, corpus)

@@ -102,7 +102,11 @@ def model_verdict(classes: list[ClassFinding], corpus: Corpus, max_span: float =
     confidence = sum(class_confidence(c, hier, merge_distance) for c in classes) / max(1, n)
     groups = domain_groups([c.domain.synset for c in found], hier, max_span, min_depth, vague) if found else []
     # A vague class domain ("artifact" over a bag and a rocket) names nothing; say so.
-    summary = tuple((UNCLEAR if is_vague(g, hier, vague, min_depth) else hier.name(g), m) for g, m in groups)
+    named: dict[str, int] = {}
+    for g, m in groups:  # two vague groups are one "unclear", not "unclear ×1, unclear ×1"
+        name = UNCLEAR if is_vague(g, hier, vague, min_depth) else hier.name(g)
+        named[name] = named.get(name, 0) + m
+    summary = tuple(sorted(named.items(), key=lambda x: -x[1]))  # stable: ties keep the groups' order
     order = dataset_order if dataset_order and dataset_order != NO_DATASET_ORDER else ""
     base = dict(confidence=confidence, classes_found=k, num_classes=n, domains=summary, dataset_order=order)
     coverage = f"{k}/{n} classes covered"
