@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 SEP = " \u00b7 "  # the middle dot between the parts of a run name
 NAME_CHARS = 36  # what the headline view's 310 px name column shows uncut
 DOMAIN_MIN = 10  # the domain's share of a long run name
-VALUE_CHARS = 24  # a headline tag value (domain, flags) in a 165 px column
+VALUE_CHARS = 24  # a headline tag value (domain, flags); the view shows about 16 of them (135 px)
 FLAGS_TAG = "flags"  # the flag kinds, short, beside the headline tags (the classes stay in domain_finder.flag.*)
 VIEW_KEY = "headline"
 VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
@@ -38,10 +38,10 @@ FAILURES_FIRST_BY = "confidence"  # refused and failed runs log 0; sorting on it
 # Columns of the headline view, left to right, with their widths in px; the UI's ids are `type.`key``.
 # At 1600 px the table gets 1,273 px beside its check-box column (Created is pinned; Duration left out for
 # stability); beside MLflow's assistant panel, name to domain. Measured with `make screenshots`.
-VIEW_COLUMNS = (("attributes.`Run Name`", 280), ("runDateAndNestInfo", 150), ("tags.`outcome`", 115),
-                ("tags.`domain`", 145), ("tags.`verdict`", 125), ("metrics.`confidence`", 100),
-                ("metrics.`found_fraction`", 112), ("metrics.`stability`", 80), ("tags.`flags`", 160),
-                ("duration", 80))
+VIEW_COLUMNS = (("attributes.`Run Name`", 296), ("runDateAndNestInfo", 150), ("tags.`outcome`", 150),
+                ("tags.`domain`", 135), ("tags.`verdict`", 150), ("metrics.`confidence`", 100),
+                ("metrics.`found_fraction`", 112), ("metrics.`stability`", 80), ("tags.`flags`", 100),
+                ("duration", 80))  # "refused-remote-code" is 126 px of text in a cell with 22 px of padding
 CLASS_COLUMNS = ("class", "label", "domain", "status", "stability", "n", "score")  # classes.json, one row a class
 # The view's chart mode: one section, a parallel-coordinates plot of the headline metrics, then two bars.
 CHART_METRICS = ("confidence", "found_fraction", "classes_found", "queries_total")
