@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from plugin.core.clusters import leaf_regions
 from plugin.core.findings import ClassFinding, Findings, Flag, Node
 from plugin.core.recipe import Recipe
 from plugin.core.scores import ScorePass
@@ -42,14 +43,8 @@ KINDS = (DECOY, MIXED, LABELS, SINK)
 def model_flags(classes: Sequence[ClassFinding], sp: ScorePass, hierarchy, recipe: Recipe) -> tuple[Flag, ...]:
     """Every flag the search alone can raise (all but ``label-contradiction``)."""
     return (*decoy_flags(classes, sp, hierarchy, recipe),
-            *mixed_domain_flags(classes, hierarchy, recipe, takers=_takers(sp), leaves=sp.leaves, support=sp.support),
+            *mixed_domain_flags(classes, sp, hierarchy, recipe),
             *sink_flags(classes, sp, hierarchy, recipe))
-
-
-def _takers(sp: ScorePass) -> np.ndarray:
-    """Per leaf, the class taking most of its copies (-1 for a leaf none of whose copies came back as a class)."""
-    counts = np.asarray(sp.counts)
-    return np.where(counts.sum(axis=0) > 0, counts.argmax(axis=0), -1)
 
 
 def _node(hier, synset: str) -> dict:
@@ -161,32 +156,34 @@ def _domain_one_to_one(side: str | None, sp: ScorePass, adjusted: np.ndarray, hi
     return len(set(taker[cols].tolist())) / len(cols) if cols else 0.0
 
 
-def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe, takers: np.ndarray | None = None,
-                       leaves: Sequence[str] | None = None, support: np.ndarray | None = None) -> list[Flag]:
+def mixed_domain_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Recipe) -> list[Flag]:
     """``mixed-domains``: found classes whose chosen leaves fall into far-apart domains.
 
     Classes are linked when some chosen leaf of one lies closer than
     ``mixed_domain_distance`` hops to a chosen leaf of the other; the linked
     groups that are *domains* are counted, and two or more are flagged, each
-    with its classes and its LCA. With ``takers`` (per leaf of ``leaves``, the
-    class taking most of its copies), two kinds of evidence are no second domain:
+    with its classes and its LCA. Two kinds of evidence are no second domain
+    (a leaf's taker: the class taking most of its copies, ``ScorePass.takers``):
 
     - a class whose runner-up reaches ``decoy_min_score`` in a region where two
       classes discriminate: it could as well sit there, so it does not split
       the model (a 10-class fashion model's shirt class on the digits, whose
       garment alternative answers too);
-    - a group whose region (its chosen leaves, and the leaves within
-      ``domain_radius`` hops that can supply ``min_samples`` images) goes to one
+    - a group whose region (its chosen leaves and their regions,
+      :func:`plugin.core.clusters.leaf_regions`) goes to one
       class only: a model discriminates inside its domain, while a sink is a
       region it sends wholesale to one class (every digit "ankle boot"; the
       face leaf "bag"). ``sink-class`` is the flag for that.
     """
-    found = [c for c in classes if c.found and c.leaves]
-    guard = takers is not None and leaves is not None
-    if guard:  # a class that answers as strongly in a region where the model discriminates could sit there
-        found = [c for c in found if c.runner_up is None or c.runner_up.functional_score < recipe.decoy_min_score
-                 or len(_region_takers([n.synset for n in c.runner_up.leaves], hier, recipe, takers, leaves,
-                                       support)) < 2]
+    cache: dict = {}
+
+    def takers(synsets) -> set[int]:
+        return _region_takers(synsets, sp, hier, recipe, cache)
+
+    # A class that answers as strongly in a region where the model discriminates could sit there.
+    found = [c for c in classes if c.found and c.leaves and (
+        c.runner_up is None or c.runner_up.functional_score < recipe.decoy_min_score
+        or len(takers([n.synset for n in c.runner_up.leaves])) < 2)]
     if len(found) < 2:
         return []
     chosen = sorted({n.synset for c in found for n in c.leaves})
@@ -198,9 +195,8 @@ def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe, ta
     # Class-to-class distance = nearest pair of chosen leaves (vectorised: 1,000 classes are 1M pairs).
     between = np.minimum.reduceat(np.minimum.reduceat(dist[flat][:, flat], starts, axis=0), starts, axis=1)
     groups = _components(between < recipe.mixed_domain_distance)
-    if guard:
-        groups = [g for g in groups if len(_region_takers([n.synset for k in g for n in found[k].leaves], hier, recipe,
-                                                          takers, leaves, support) & {found[k].index for k in g}) >= 2]
+    groups = [g for g in groups if len(takers([n.synset for k in g for n in found[k].leaves])
+                                       & {found[k].index for k in g}) >= 2]
     if len(groups) < 2:
         return []
     out = []
@@ -212,17 +208,12 @@ def mixed_domain_flags(classes: Sequence[ClassFinding], hier, recipe: Recipe, ta
     return [Flag(MIXED, tuple(sorted(found[k].index for g in groups for k in g)), evidence)]
 
 
-def _region_takers(chosen: Sequence[str], hier, recipe: Recipe, takers: np.ndarray, leaves: Sequence[str],
-                   support: np.ndarray | None) -> set[int]:
-    """Distinct classes taking the leaves of a group's region: its chosen leaves, and the leaves within
-    ``domain_radius`` hops of them that can supply ``min_samples`` images."""
-    d = np.asarray(hier.distance_matrix(list(chosen), list(leaves)), dtype=float)
-    near = (np.where(np.isfinite(d), d, np.inf) <= recipe.domain_radius).any(axis=0)
-    if support is not None:
-        near &= np.asarray(support) >= recipe.min_samples
-    own = set(chosen)
-    near[[k for k, s in enumerate(leaves) if s in own]] = True
-    return set(np.asarray(takers)[near].tolist()) - {-1}
+def _region_takers(synsets: Sequence[str], sp: ScorePass, hier, recipe: Recipe, cache: dict) -> set[int]:
+    """Distinct classes taking the leaves of a region: ``synsets`` and their regions (:func:`leaf_regions`)."""
+    at = {s: k for k, s in enumerate(sp.leaves)}
+    own = [at[s] for s in synsets]
+    regions = leaf_regions(sp, hier, recipe, own, cache)
+    return set(sp.takers[np.concatenate([np.array(own, dtype=int), *(regions[j] for j in own)])].tolist()) - {-1}
 
 
 def sink_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Recipe) -> list[Flag]:

@@ -90,6 +90,12 @@ class ScorePass:
         return self.capacity
 
     @cached_property
+    def takers(self) -> np.ndarray:
+        """Per leaf, the class taking most of its copies (-1 for a leaf none of whose copies came back as a class)."""
+        counts = np.asarray(self.counts)
+        return np.where(counts.sum(axis=0) > 0, counts.argmax(axis=0), -1)
+
+    @cached_property
     def hits_at_capacity(self) -> np.ndarray:
         """``counts`` scaled to what each leaf can supply: the hits a full pass would expect.
 

@@ -52,11 +52,9 @@ def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | N
 def _choose(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict):
     scaled = _scaled(sp, recipe)
     options = class_clusters(sp, corpus, scaled, cache)
-    counts = np.asarray(sp.counts)
-    takers = np.where(counts.sum(axis=0) > 0, counts.argmax(axis=0), -1)  # -1: no copy came back as a class
     regions = (leaf_regions(sp, corpus.hierarchy, scaled, {j for o in options for c in o for j in c.members}, cache)
                if scaled.domain_radius > 0 else None)
-    return options, choose_clusters(options, corpus, scaled, sp.leaves, takers, regions)
+    return options, choose_clusters(options, corpus, scaled, sp.leaves, sp.takers, regions)
 
 
 def _fingerprint(sp: ScorePass) -> bytes:
@@ -260,14 +258,13 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
               for i, (c, ok) in enumerate(zip(chosen, stable)) if ok}
     filtered = filter_images(blackbox, corpus, recipe, sp, wanted, progress, reserve, spent=sp.queries)
     filter_queries = sum(len(v) for v in filtered.values())
-    takers = np.asarray(sp.counts).argmax(axis=0)  # per leaf, the class taking most of its copies
     classes = []
     for i, (o, c) in enumerate(zip(options, chosen)):
         hits = _real_hits(i, c.members, sp, filtered, recipe) if c is not None else []
         # Found where the model answers the class more than any other, on one chosen leaf at least: a class
         # that only shares another class's leaves is not told apart there (a digits model on the corpus
         # without digits: its "boot" class on the boot leaf, which its "footwear" class takes).
-        owns = c is not None and any(int(takers[j]) == i for j in c.members)
+        owns = c is not None and any(int(sp.takers[j]) == i for j in c.members)
         status = ("not-found" if c is None or c.weak else "uncertain" if not stable[i]
                   else "found" if len(hits) >= recipe.min_samples and owns else "not-found")
         classes.append(finalize_class(i, c, top_leaves(i, sp, corpus, recipe), sp, corpus, recipe,
