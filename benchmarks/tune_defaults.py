@@ -14,6 +14,13 @@ Measured per half, summed over training seeds and pass seeds:
   cluster (models whose domain the corpus lacks are left out: they have no
   true leaf), and how many of them are *found* (stable, and enough real
   images came back), how many *uncertain*;
+- **the evidence allows**: classes whose true leaf the pass's own evidence
+  could put in a found cluster at all: a strong candidate (step 2's threshold)
+  that the class takes by plurality (what "found" requires). A weak model
+  that answers "coat" for most shirts caps the first figure below 100%
+  whatever steps 2-4 do; the gap between the two is what the choice loses;
+- **per seed**: true leaves per training seed and pass seed, beside the
+  exhaustive pass at the same seeds (the adaptive pass may never be below);
 - **false flags**: runs of a single-domain model with ``mixed-domains`` or
   ``decoy-suspected``; **mixed flagged**: runs of the mixed models with
   ``mixed-domains``;
@@ -22,7 +29,7 @@ Measured per half, summed over training seeds and pass seeds:
 - queries against the exhaustive pass, and the mean stability.
 
     python benchmarks/tune_defaults.py [--recipe default] [--seeds 0 1] [--grid sink_contrast=0,0.5,1] \\
-        [--set KEY=VALUE] [--score-pass exhaustive] [--half validation]
+        [--set KEY=VALUE] [--score-pass exhaustive] [--half validation] [--no-exhaustive]
 """
 from __future__ import annotations
 
@@ -46,7 +53,7 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
     """Every model of ``half`` at every pass seed: the figures of the module docstring."""
     out = dict(classes=0, hits=0, found_true=0, found=0, uncertain=0, false_flags=0, single_runs=0,
                mixed_flagged=0, mixed_runs=0, lacking_one=0, lacking_runs=0, queries=0, exhaustive=0,
-               stability=0.0, runs=0, misses=[])
+               stability=0.0, runs=0, misses=[], allowed=0, per_seed={})
     corpora = {}
     for name, info in sorted(truth["models"].items()):
         if info["half"] != half:
@@ -57,7 +64,8 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
         if name not in boxes:
             boxes[name] = TorchBlackBox.from_folder(ground_truth_dir(name))
         for seed in seeds:
-            f = search(boxes[name], corpora[key], recipe.replace(seed=seed), model=name).findings
+            found = search(boxes[name], corpora[key], recipe.replace(seed=seed), model=name)
+            f, sp = found.findings, found.scores
             kinds = {fl.kind for fl in f.flags}
             out["runs"] += 1
             out["queries"] += f.queries
@@ -73,8 +81,14 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
             else:
                 out["single_runs"] += 1
                 out["false_flags"] += bool(kinds & {MIXED, DECOY})
+            adjusted, order = sp.ranked(recipe.confidence_z)
+            cell = (info["training_seed"], seed)
             for c, true in zip(f.classes, info["classes"]):
                 hit = true in {n.synset for n in c.leaves}
+                j = sp.leaves.index(true)
+                out["allowed"] += bool(adjusted[c.index, j] >= recipe.threshold and j in order[c.index, : recipe.top_k]
+                                       and sp.takers[j] == c.index)
+                out["per_seed"][cell] = out["per_seed"].get(cell, 0) + hit
                 out["classes"] += 1
                 out["hits"] += hit
                 out["found"] += c.found
@@ -87,7 +101,8 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
 
 
 def line(r: dict) -> str:
-    return (f"true leaf in cluster {r['hits']}/{r['classes']} ({r['hits'] / max(r['classes'], 1):.1%}), "
+    return (f"true leaf in cluster {r['hits']}/{r['classes']} ({r['hits'] / max(r['classes'], 1):.1%}; "
+            f"the evidence allows {r['allowed']}), "
             f"found {r['found']} ({r['found_true']} true), uncertain {r['uncertain']}; "
             f"false flags {r['false_flags']}/{r['single_runs']}, mixed flagged {r['mixed_flagged']}/{r['mixed_runs']}, "
             f"lacking one-domain {r['lacking_one']}/{r['lacking_runs']}; queries {r['queries']} "
@@ -112,6 +127,8 @@ def main() -> None:
     ap.add_argument("--half", choices=[TUNING, VALIDATION, "both"], default="both",
                     help="tune on the tuning half and report the validation half (both), or report one half")
     ap.add_argument("--misses", action="store_true", help="list the classes whose true leaf is not in the cluster")
+    ap.add_argument("--no-exhaustive", action="store_true",
+                    help="skip the exhaustive pass at the same seeds (the per-seed comparison)")
     ap.add_argument("--built-only", action="store_true",
                     help="measure only the models already built (an interrupted build), and say how many")
     args = ap.parse_args()
@@ -146,6 +163,14 @@ def main() -> None:
               f"training seeds {trained}, {len(models)} models:\n  {line(r)}")
         if args.misses:
             print("  misses: " + ", ".join(r["misses"]))
+        if chosen.score_pass != "exhaustive" and not args.no_exhaustive:
+            e = evaluate(truth, half, chosen.replace(score_pass="exhaustive"), args.seeds, corpus, boxes)
+            cells = sorted(r["per_seed"])
+            below = [c for c in cells if r["per_seed"][c] < e["per_seed"][c]]
+            print(f"  exhaustive pass at the same seeds: {line(e)}")
+            print("  per seed (training/pass) true leaves, this pass vs exhaustive: "
+                  + ", ".join(f"s{t}/p{p} {r['per_seed'][(t, p)]} vs {e['per_seed'][(t, p)]}" for t, p in cells)
+                  + (f"; below exhaustive at {len(below)}" if below else "; never below"))
 
 
 if __name__ == "__main__":

@@ -327,6 +327,72 @@ def test_a_close_race_is_not_settled():
         assert st.contested[[0, 2]].all() == expect  # both leaves of the race stay open while it is unstable
 
 
+def _pass_of(corpus, rates: dict[int, tuple[float, int]], capacity: int):
+    """A two-class pass: per leaf, class 0's share of ``n`` images sent (class 1 the rest)."""
+    from plugin.core.scores import ScorePass
+
+    labels = [np.zeros((0, 1), int) for _ in corpus.leaves]
+    for j, (p, n) in rates.items():
+        k = int(round(p * n))
+        labels[j] = np.array([[0]] * k + [[1]] * (n - k))
+    counts = np.array([[int((lab == c).sum()) for lab in labels] for c in (0, 1)])
+    sent = np.array([len(lab) for lab in labels])
+    return ScorePass(corpus.synsets, counts, sent, sent, labels, int(sent.sum()), 0.0,
+                     capacity=np.full(len(labels), capacity))
+
+
+def test_a_barely_measured_rival_keeps_the_pass_open():
+    """A leaf at 2 of 4 images is out of every bootstrap resample, yet could beat the answer: not settled."""
+    from plugin.core.scores import challengers
+
+    corpus = small_corpus()
+    recipe = Recipe(min_samples=1)
+    # Class 0 answers at 0.55 on airliner (50 images); tabby is at 0.5 on 4 images of 50.
+    early = _pass_of(corpus, {0: (0.55, 50), 2: (0.5, 4), 4: (0.0, 4)}, capacity=50)
+    rival = challengers(early, recipe, np.array([0.55, 0.9]))
+    assert rival[0, 2] and not rival[0, 0] and not rival[0, 4]  # measured, and hopeless, leaves do not challenge
+    assert not challengers(early, recipe, np.array([0.99, 0.99]))[0, 2]  # its upper bound cannot reach 0.99
+    full = _pass_of(corpus, {0: (0.55, 50), 2: (0.5, 50)}, capacity=50)
+    assert not challengers(full, recipe, np.array([0.55, 0.9])).any()  # nothing left to send: decided
+    settled = _pass_of(corpus, {0: (0.55, 50), 2: (0.5, 30)}, capacity=50)
+    assert not challengers(settled, recipe, np.array([0.55, 0.9]))[0, 2]  # 15 of 30: surely a candidate now
+
+
+class HalfTakenBox(CountingBlackBox):
+    """Class 0 takes 60% of the aircraft and most of tabby; class 1 the rest (labels keyed on the image index)."""
+
+    def _predict(self, images):
+        out = []
+        for im in images:
+            leaf, idx = int(im[0, 0, 0]), int(im[0, 0, 1])
+            if leaf in (0, 1):
+                out.append(0 if idx % 5 < 3 else 1)
+            elif leaf == 2:
+                out.append(0 if idx < 2 or (idx >= 4 and idx % 10 < 8) else 1)
+            else:
+                out.append(1)
+        return np.array(out)
+
+
+def test_the_adaptive_pass_ends_unchallenged():
+    """On 4 images a leaf the class half-takes looks stable; the pass refines it and answers as the exhaustive one."""
+    from plugin.core.scores import challengers
+
+    leaves = ["n02690373", "n04552348", "n02123045", "n02123394", "n04133789"]
+    h = Hierarchy.from_wordnet(leaves)
+    tagged = lambda k, i: np.dstack([np.full((8, 8), k, np.uint8), np.full((8, 8), i, np.uint8),  # noqa: E731
+                                     np.zeros((8, 8), np.uint8)])
+    corpus = Corpus("noisy", [Leaf(s, h.name(s), [tagged(k, i) for i in range(60)]) for k, s in enumerate(leaves)], h)
+    recipe = Recipe(images_per_leaf=50, transforms_per_image=1, noise=0, rotate=0, translate=0, perspective=0,
+                    min_samples=1)
+    res = search(HalfTakenBox(num_classes=2), corpus, recipe)
+    full = search(HalfTakenBox(num_classes=2), corpus, recipe.replace(score_pass="exhaustive"))
+    answer = np.array([c.functional_score for c in res.findings.classes])
+    assert not challengers(res.scores, recipe, answer).any()
+    assert [c.leaves for c in res.findings.classes] == [c.leaves for c in full.findings.classes]
+    assert res.findings.queries < full.findings.queries
+
+
 def test_open_world_sneaker_removed(demo_models, demo_corpus):
     corpus = demo_corpus.without([GYM_SHOE])
     f = search(TorchBlackBox.from_folder(model_dir("footwear")), corpus, Recipe.load("demo")).findings

@@ -59,7 +59,7 @@ class Recipe:
     # it closes leaves that are not decided, and costs the demo ground truth 4 classes)
     adaptive_precision: float = 0.07  # a candidate leaf is refined until its score's half-width at confidence_z is this
     adaptive_copy_agreement: bool = True  # count copies as evidence by how alike they are labelled (Kish), else 1 image
-    adaptive_settle: bool = True  # stop once the chosen clusters hold with every open leaf at the worst of its bounds
+    adaptive_settle: bool = True  # stop once every answer is stable and no barely measured leaf could overturn one
     leaf_query_budget: int | None = None  # per-leaf cap on queries (images_per_leaf x copies when unset)
     min_samples_fraction: float = 0.75  # generality scales with supply: min_samples <= this x images a leaf can give
     # Step 2: candidates

@@ -497,6 +497,29 @@ def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
     return np.all(out | settled, axis=0)
 
 
+def challengers(sp: "ScorePass", recipe: Recipe, answer: np.ndarray) -> np.ndarray:
+    """Per class and leaf, whether the leaf could still overturn the class's answer.
+
+    A bootstrap resamples the images a pass has; it cannot resample the ones
+    it has not sent. A leaf measured on a few images whose Wilson bound keeps
+    it out of the candidates is out of every resample too, so an answer looks
+    stable only because its rival was never measured (a bag class at 2 of 4
+    bag images loses to the garments it half-takes; at 35 of 50 it is a
+    candidate). A challenger of class ``i`` is a leaf that can still grow, whose
+    point score would make it a candidate but whose lower bound at
+    ``adaptive_z`` does not yet, and whose upper bound there reaches
+    ``answer[i]`` (the chosen cluster's score). The adaptive pass keeps
+    such leaves open: settled means stable *and* unchallenged.
+    """
+    n = np.asarray(sp.n_images)
+    p, images = sp.scores, np.maximum(n, 1)[None, :]  # copies pooled; the bounds count images (the worst case)
+    lo, up = wilson_lower_bound(p, images, recipe.adaptive_z), wilson_upper_bound(p, images, recipe.adaptive_z)
+    need = needed_rate(sp.capacity, recipe)[None, :]
+    # Likely a candidate (its point score reaches what one needs), not yet surely one.
+    undecided = (lo < recipe.threshold) & (p >= need)
+    return undecided & (up >= np.asarray(answer, dtype=float)[:, None]) & (n < np.asarray(sp.capacity))[None, :]
+
+
 def _halve(is_open: np.ndarray, counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
            n_eff: np.ndarray | None = None) -> np.ndarray:
     """Successive halving: keeps the more promising half of the open leaves.

@@ -22,7 +22,7 @@ from plugin.core.errors import CorpusError
 from plugin.core.findings import Findings, LeafSpend
 from plugin.core.flags import model_flags
 from plugin.core.recipe import Recipe
-from plugin.core.scores import (Progress, Resampler, ScorePass, effective_min_samples, filter_images,
+from plugin.core.scores import (Progress, Resampler, ScorePass, challengers, effective_min_samples, filter_images,
                                 functional_scores, image_labels, leaf_spend)
 from plugin.core.verdict import model_verdict
 
@@ -187,8 +187,13 @@ def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Pro
     cache = {} if groups_cache is None else groups_cache  # one pass: its rounds ask for the same candidate sets again
 
     def settle(sp: ScorePass) -> tuple[np.ndarray, int]:
+        # Settled: every answer stable under the bootstrap, and no leaf the pass has barely measured
+        # could still overturn one (the bootstrap only resamples what was sent).
         st = stability(sp, corpus, recipe, cache)
-        return st.contested, int((st.share < recipe.stability_min).sum())
+        answer = [c.functional if c is not None and not c.weak else 0.0
+                  for c in _steps_2_to_4(sp, corpus, recipe, cache)[1]]
+        rivals = challengers(sp, recipe, np.array(answer))
+        return st.contested | rivals.any(axis=0), int(((st.share < recipe.stability_min) | rivals.any(axis=1)).sum())
 
     return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve, settle=settle)
 
