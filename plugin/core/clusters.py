@@ -167,10 +167,29 @@ def _groups(cand: list[int], leaves: list[str], hier, recipe: Recipe,
         # Every strong leaf alone, too (K = n): with k_max 4, six responsive garments never split,
         # and a trouser class would have to take a cluster without the trouser leaf.
         found += [[g] for g in range(len(cand))]
+        found += _neighbourhoods(np.where(np.isfinite(raw), raw, 100.0), recipe.merge_distance)
     groups: dict[tuple[int, ...], list[int]] = {}
     for group in found:
         groups.setdefault(tuple(sorted(cand[g] for g in group)), group)
     return list(groups.items()), raw
+
+
+def _neighbourhoods(dist: np.ndarray, merge_distance: float) -> list[list[int]]:
+    """Each candidate with the candidates within r hops of it, for every r that keeps them one cluster.
+
+    A domain is a piece of the tree, and K-medoids over a sink class's 16
+    candidates (digits, garments, faces) at k <= 4 rarely cuts out a small one:
+    a shirt class that takes the shirt leaf and the T-shirt leaf below it
+    (1 hop) had no cluster holding both. One cluster is what lies closer than
+    ``merge_distance``, the distance at which the clustering merges two.
+    """
+    out = []
+    for g, row in enumerate(dist):
+        for r in np.unique(row[(row > 0) & (row < merge_distance)]):
+            ball = np.flatnonzero(row <= r)
+            if dist[np.ix_(ball, ball)].max() < merge_distance:
+                out.append(ball.tolist())
+    return out
 
 
 def _clusters(requests: list[tuple[int, list[int]]], sp: ScorePass, hier, recipe: Recipe, weak: bool,

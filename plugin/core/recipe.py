@@ -75,7 +75,7 @@ class Recipe:
     min_samples: int = 20  # generality: a domain must supply this many filtered images
     coherence: float = 1.0  # weight of closeness to the other classes' domains (0 = per class only)
     coherence_rounds: int = 5
-    singleton_candidates: bool = True  # every strong leaf is also a cluster of its own (K = n)
+    singleton_candidates: bool = True  # every strong leaf is also a cluster of its own (K = n), and with its near neighbours
     coherence_anchor_score: float = 0.6  # a class's own best this strong ...
     coherence_anchor_classes: int = 1  # ... and near this many other classes' own bests is not pulled far away
     coherence_anchor_spread: float = 0.5  # ... unless its own best is a sink: its leaves go to fewer distinct classes
