@@ -321,7 +321,7 @@ def _tag_outcome(st: _Stages, name: str) -> str:
     domain = v.domain.name if v.domain else (format_domains(v.domains, 3) if v.kind == "several-domains" else "none")
     if name == st.identity.model_id:  # no name of the caller's: the run's name is the headline
         name = view.run_name(st.identity.model_id, outcome=tracking.INVESTIGATE, domain=domain, confidence=v.confidence)
-    tracking.set_tags({**tracking.headline_tags(domain=view.short(domain), verdict=v.kind,
+    tracking.set_tags({**tracking.headline_tags(domain=view.short(domain, view.DOMAIN_CHARS), verdict=v.kind,
                                                 outcome=tracking.INVESTIGATE, dataset_order=dataset_order),
                        T_DOMAIN_SYNSET: v.domain.synset if v.domain else "", T_STATUS: "finished",
                        **tracking.flag_tags(f), view.FLAGS_TAG: view.flag_kinds(f.flags), tracking.RUN_NAME: name,

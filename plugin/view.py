@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 SEP = " \u00b7 "  # the middle dot between the parts of a run name
 NAME_CHARS = 36  # what the headline view's 310 px name column shows uncut
 DOMAIN_MIN = 10  # the domain's share of a long run name
-VALUE_CHARS = 24  # a headline tag value (domain, flags); the view shows about 16 of them (135 px)
+VALUE_CHARS = 24  # a headline tag value (flags); cut further by its column
+DOMAIN_CHARS = 16  # the domain tag: what the headline view's 135 px domain column shows uncut
 FLAGS_TAG = "flags"  # the flag kinds, short, beside the headline tags (the classes stay in domain_finder.flag.*)
 VIEW_KEY = "headline"
 VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
