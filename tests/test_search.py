@@ -265,15 +265,20 @@ class NoisyLeafBox(CountingBlackBox):
         return np.array(out)
 
 
-def test_adaptive_pass_stops_once_the_answer_is_settled():
-    """Leaf 0 keeps an imprecise score, but no leaf could take class 0 from it: the pass stops early."""
+def tagged_corpus():
+    """Five leaves of 60 images, each carrying its leaf and index in its pixels; a recipe without noise."""
     leaves = ["n02690373", "n04552348", "n02123045", "n02123394", "n04133789"]
     h = Hierarchy.from_wordnet(leaves)
     tagged = lambda k, i: np.dstack([np.full((8, 8), k, np.uint8), np.full((8, 8), i, np.uint8),  # noqa: E731
                                      np.zeros((8, 8), np.uint8)])
     corpus = Corpus("noisy", [Leaf(s, h.name(s), [tagged(k, i) for i in range(60)]) for k, s in enumerate(leaves)], h)
-    recipe = Recipe(images_per_leaf=50, transforms_per_image=1, noise=0, rotate=0, translate=0, perspective=0,
-                    min_samples=1)
+    return corpus, Recipe(images_per_leaf=50, transforms_per_image=1, noise=0, rotate=0, translate=0, perspective=0,
+                          min_samples=1)
+
+
+def test_adaptive_pass_stops_once_the_answer_is_settled():
+    """Leaf 0 keeps an imprecise score, but no leaf could take class 0 from it: the pass stops early."""
+    corpus, recipe = tagged_corpus()
     settled = search(NoisyLeafBox(num_classes=3), corpus, recipe)
     refined = search(NoisyLeafBox(num_classes=3), corpus, recipe.replace(adaptive_settle=False))
     assert settled.findings.queries < refined.findings.queries
@@ -378,13 +383,7 @@ def test_the_adaptive_pass_ends_unchallenged():
     """On 4 images a leaf the class half-takes looks stable; the pass refines it and answers as the exhaustive one."""
     from plugin.core.scores import challengers
 
-    leaves = ["n02690373", "n04552348", "n02123045", "n02123394", "n04133789"]
-    h = Hierarchy.from_wordnet(leaves)
-    tagged = lambda k, i: np.dstack([np.full((8, 8), k, np.uint8), np.full((8, 8), i, np.uint8),  # noqa: E731
-                                     np.zeros((8, 8), np.uint8)])
-    corpus = Corpus("noisy", [Leaf(s, h.name(s), [tagged(k, i) for i in range(60)]) for k, s in enumerate(leaves)], h)
-    recipe = Recipe(images_per_leaf=50, transforms_per_image=1, noise=0, rotate=0, translate=0, perspective=0,
-                    min_samples=1)
+    corpus, recipe = tagged_corpus()
     res = search(HalfTakenBox(num_classes=2), corpus, recipe)
     full = search(HalfTakenBox(num_classes=2), corpus, recipe.replace(score_pass="exhaustive"))
     answer = np.array([c.functional_score for c in res.findings.classes])
