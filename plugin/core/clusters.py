@@ -394,13 +394,17 @@ def _domains_first(pools: list[list[Cluster]], regions: dict[int, np.ndarray],
     too). The same rule keeps sinks out of ``mixed-domains``
     (:func:`plugin.core.flags.mixed_domain_flags`).
     """
-    takers = np.asarray(takers)
     out = []
     for i, pool in enumerate(pools):
-        keep = [c for c in pool if any(((takers[regions[j]] != i) & (takers[regions[j]] >= 0)).any()
-                                       or takers[j] not in (i, -1) for j in c.members)]
+        keep = [c for c in pool if region_takers(c.members, takers, regions) - {i}]
         out.append(keep or pool)
     return out
+
+
+def region_takers(members, takers: np.ndarray, regions: dict[int, np.ndarray]) -> set[int]:
+    """The classes taking (by plurality) a leaf of ``members`` or of their regions (:func:`leaf_regions`)."""
+    near = np.concatenate([np.asarray(members, dtype=int), *(regions[j] for j in members)])
+    return set(np.asarray(takers)[near].tolist()) - {-1}
 
 
 def domain_distance(hier, a: Cluster, b: Cluster) -> float:

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from plugin.core.clusters import leaf_regions
+from plugin.core.clusters import leaf_regions, region_takers
 from plugin.core.findings import ClassFinding, Findings, Flag, Node
 from plugin.core.recipe import Recipe
 from plugin.core.scores import ScorePass
@@ -212,8 +212,7 @@ def _region_takers(synsets: Sequence[str], sp: ScorePass, hier, recipe: Recipe, 
     """Distinct classes taking the leaves of a region: ``synsets`` and their regions (:func:`leaf_regions`)."""
     at = {s: k for k, s in enumerate(sp.leaves)}
     own = [at[s] for s in synsets]
-    regions = leaf_regions(sp, hier, recipe, own, cache)
-    return set(sp.takers[np.concatenate([np.array(own, dtype=int), *(regions[j] for j in own)])].tolist()) - {-1}
+    return region_takers(own, sp.takers, leaf_regions(sp, hier, recipe, own, cache))
 
 
 def sink_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Recipe) -> list[Flag]:
