@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from plugin import tracking
 from plugin.artifacts import write_artifacts
 from plugin.checks import CheckContext, CheckResult, get_check
@@ -25,7 +23,7 @@ from plugin.core.contradiction import index_contradiction_flag
 from plugin.core.flags import label_contradiction_flag, with_flags
 from plugin.core.errors import ConfigError, CorpusError, DomainFinderError
 from plugin.core.recipe import Recipe
-from plugin.core.scores import leaf_capacity
+from plugin.core.scores import pass_queries
 from plugin.core.search import SearchResult, search
 from plugin.core.verdict import NO_DATASET_ORDER, conclude, format_domains
 from plugin.corpora import get_corpus
@@ -64,13 +62,12 @@ class Plan:
     checks: tuple[str, ...]
     check_options: dict = field(hash=False)
     score_queries: int
-    aux_queries: int
     spec: str = ""  # the corpus as the user named it (a registered name or a folder)
-    reserved: int = 0  # queries the checks' reserve hooks keep from the corpus pass (e.g. the generative stage)
+    reserved: int = 0  # queries the checks' reserve hooks keep from the corpus pass (aux passes, generation)
 
     @property
     def queries(self) -> int:
-        return self.score_queries + self.aux_queries + self.reserved
+        return self.score_queries + self.reserved
 
 
 def load_blackbox(model: str | Path, recipe: Recipe):
@@ -80,18 +77,6 @@ def load_blackbox(model: str | Path, recipe: Recipe):
 
 def identity_of(model: str | Path, model_id: str | None = None, revision: str = "", source: str = "local") -> ModelIdentity:
     return ModelIdentity(model_id or Path(model).name, revision, formats.file_hashes(model), source)
-
-
-def pass_queries(corpus: Corpus, recipe: Recipe, *, least: bool = False) -> int:
-    """Queries one score pass over ``corpus`` may spend with ``recipe``: every leaf at its cap.
-
-    With ``least``, the fewest it can work with: an adaptive pass's first round
-    (it fits later rounds into a budget), the whole pass if exhaustive.
-    """
-    cap = leaf_capacity(corpus, recipe)
-    if least and recipe.score_pass == "adaptive":
-        cap = np.minimum(cap, recipe.adaptive_first_images)
-    return int(cap.sum()) * recipe.copies_per_image
 
 
 def check_writable(path: str | Path, what: str = "--json") -> None:
@@ -133,9 +118,7 @@ def plan_investigation(corpus: str | Corpus, recipe: Recipe, checks: list[str] |
         checked = validate_options(name, options.get(name, {}), recipe)
         if checked or name in options:
             options[name] = checked
-    aux_queries = (sum(pass_queries(c, recipe) for _, c in options["aux"].get("loaded") or [])
-                   if "aux" in names and options.get("aux", {}).get("loaded") else 0)
-    reserved = {name: reserved_queries(name, options.get(name, {})) for name in names}
+    reserved = {name: reserved_queries(name, options.get(name, {}), recipe) for name in names}
     if json_out:
         check_writable(json_out)
     if isinstance(corpus, Corpus):
@@ -152,14 +135,14 @@ def plan_investigation(corpus: str | Corpus, recipe: Recipe, checks: list[str] |
         raise CorpusError(f"corpus {corpus_obj.name!r} is flat; the search needs a hierarchical corpus "
                           "(flat corpora go to --aux)")
     score_queries = pass_queries(corpus_obj, recipe)
-    plan = Plan(corpus_obj, names, options, score_queries, aux_queries,
+    plan = Plan(corpus_obj, names, options, score_queries,
                 corpus_obj.name if isinstance(corpus, Corpus) else str(corpus), sum(reserved.values()))
     least = pass_queries(corpus_obj, recipe, least=True)
-    if recipe.query_budget is not None and recipe.query_budget < least + aux_queries + plan.reserved:
+    if recipe.query_budget is not None and recipe.query_budget < least + plan.reserved:
         what = (f"the adaptive pass's first round ({least}: {recipe.adaptive_first_images} images per leaf)"
                 if recipe.score_pass == "adaptive" else f"the exhaustive pass ({least})")
-        extra = "".join(f" + {name} {q}" for name, q in [("aux", aux_queries), *reserved.items()] if q)
-        raise ConfigError(f"budget {recipe.query_budget} is below the {least + aux_queries + plan.reserved} queries "
+        extra = "".join(f" + {name} {q}" for name, q in reserved.items() if q)
+        raise ConfigError(f"budget {recipe.query_budget} is below the {least + plan.reserved} queries "
                           f"this plan needs at least: {what}{extra}; raise --budget or lower images_per_leaf / "
                           "transforms_per_image")
     return plan
@@ -224,7 +207,7 @@ def investigate(model: str | Path, corpus: str | Corpus = "demo", recipe: Recipe
         st.bb = load_blackbox(model, recipe)
         _log_inputs(st)
         st.result = _search_with_progress(st.bb, plan.corpus, recipe, identity.model_id, progress,
-                                          reserve=plan.aux_queries + plan.reserved)
+                                          reserve=plan.reserved)
         bar = _StageBar([*plan.checks, "verdict", "artifacts", "report"], identity.model_id, progress)
         with tempfile.TemporaryDirectory() as tmp:
             _run_checks(st, Path(tmp), bar)

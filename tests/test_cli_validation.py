@@ -164,3 +164,20 @@ def test_recipe_listing_generative_with_bad_weights_is_refused_before_any_query(
     line = _refused(capsys, [*command, "--recipe", path])
     assert line.startswith(f"domain-finder: error: --generative {sd}") and words in line, line
     assert not spy_queries
+
+
+def test_aux_passes_are_kept_from_the_budget(tmp_path):
+    """The aux check's passes are planned like any check's reserve: counted, kept, and named when short."""
+    from plugin.investigate import plan_investigation
+    from test_aux_corpora import make_image_folder
+
+    root = make_image_folder(tmp_path / "pets")
+    corpus, recipe = load_demo_corpus(), Recipe.load("ci")
+    plan = plan_investigation(corpus, recipe, checks=["aux"], check_options={"aux": {"corpora": [f"pets={root}"]}})
+    (label, aux), = plan.check_options["aux"]["loaded"]
+    assert plan.reserved == pass_queries(aux, recipe) > 0
+    assert plan.queries == plan.score_queries + plan.reserved
+    least = pass_queries(corpus, recipe, least=True)
+    with pytest.raises(ConfigError, match=f"below the {least + plan.reserved} queries .* \\+ aux {plan.reserved}"):
+        plan_investigation(corpus, recipe.replace(query_budget=least + plan.reserved - 1), checks=["aux"],
+                           check_options={"aux": {"corpora": [f"pets={root}"]}})

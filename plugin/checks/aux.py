@@ -27,7 +27,7 @@ import numpy as np
 
 from plugin.artifacts import montage
 from plugin.checks.base import CheckContext, CheckResult, register_check
-from plugin.core.scores import functional_scores
+from plugin.core.scores import functional_scores, pass_queries
 from plugin.corpora.aux import get_aux_corpus
 from plugin.core.errors import ConfigError, DomainFinderError
 
@@ -127,7 +127,12 @@ def load_corpora(options: dict, recipe) -> dict | None:
     return opts
 
 
-@register_check(NAME, validate=load_corpora)
+def reserve(options: dict, recipe) -> int:
+    """The ``reserve`` hook: one score pass over each loaded auxiliary corpus."""
+    return sum(pass_queries(corpus, recipe) for _, corpus in options.get("loaded") or [])
+
+
+@register_check(NAME, validate=load_corpora, reserve=reserve)
 def aux_check(ctx: CheckContext) -> CheckResult:
     opts = ctx.options or {}
     if not opts.get("corpora") and not opts.get("loaded"):

@@ -7,8 +7,9 @@ is a check too:
 * ``validate(options, recipe) -> dict | None``: refuses bad options in one
   line before the first query (:func:`plugin.investigate.plan_investigation`
   calls it for every listed check); may return the options it normalised.
-* ``reserve(options) -> int``: queries of the recipe's budget the check needs
-  kept from the corpus pass.
+* ``reserve(options, recipe) -> int``: queries of the recipe's budget the
+  check needs kept from the corpus pass (the aux check's passes, the
+  generative stage's cap).
 * ``after``: names of checks that must run before it when both are listed.
 * ``answer(summary) -> str``: a clause the model-level answer gains when the
   check applied (e.g. which classes generation named).
@@ -56,7 +57,7 @@ CHECKS: Registry[Check] = Registry("check", group="domain_finder.checks")
 
 
 def register_check(name: str, *, validate: Callable[[dict, Recipe], dict | None] | None = None,
-                   reserve: Callable[[dict], int] | None = None, after: tuple[str, ...] = (),
+                   reserve: Callable[[dict, Recipe], int] | None = None, after: tuple[str, ...] = (),
                    answer: Callable[[dict], str] | None = None) -> Callable[[Check], Check]:
     """A decorator registering a check as ``name``, with its optional hooks (see the module docstring)."""
 
@@ -78,10 +79,10 @@ def validate_options(name: str, options: dict, recipe: Recipe) -> dict:
     return options if out is None else out
 
 
-def reserved_queries(name: str, options: dict) -> int:
+def reserved_queries(name: str, options: dict, recipe: Recipe) -> int:
     """Queries the check needs kept from the corpus pass (its ``reserve`` hook; 0 without one)."""
     hook = getattr(CHECKS.get(name), "reserve", None)
-    return int(hook(options)) if hook else 0
+    return int(hook(options, recipe)) if hook else 0
 
 
 def run_order(names) -> tuple[str, ...]:

@@ -65,7 +65,7 @@ def validate_options(options: dict, recipe) -> None:
     validate(GenerativeConfig.from_options(options))
 
 
-def reserve(options: dict) -> int:
+def reserve(options: dict, recipe) -> int:
     """The ``reserve`` hook: the stage's own cap (``max_queries``) is kept from the corpus pass."""
     return GenerativeConfig.from_options(options).max_queries or 0
 

@@ -311,6 +311,19 @@ def leaf_capacity(corpus: Corpus, recipe: Recipe) -> np.ndarray:
     return np.array([min(len(leaf), cap) for leaf in corpus.leaves], dtype=np.int64)
 
 
+
+def pass_queries(corpus: Corpus, recipe: Recipe, *, least: bool = False) -> int:
+    """Queries one score pass over ``corpus`` may spend with ``recipe``: every leaf at its cap.
+
+    With ``least``, the fewest it can work with: an adaptive pass's first round
+    (it fits later rounds into a budget), the whole pass if exhaustive.
+    """
+    cap = leaf_capacity(corpus, recipe)
+    if least and recipe.score_pass == "adaptive":
+        cap = np.minimum(cap, recipe.adaptive_first_images)
+    return int(cap.sum()) * recipe.copies_per_image
+
+
 def functional_scores(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Progress | None = None,
                       reserve: int = 0, settle: Settle | None = None) -> ScorePass:
     """Step 1: ``l(i, j)`` for every class at once, by the recipe's ``score_pass``.
