@@ -392,6 +392,38 @@ def test_the_adaptive_pass_ends_unchallenged():
     assert res.findings.queries < full.findings.queries
 
 
+class TieBox(CountingBlackBox):
+    """Class 0 takes airliner at 7 of 8 images (its first 4 all) and sandal at 8 of 8; class 1 the rest."""
+
+    def _predict(self, images):
+        out = []
+        for im in images:
+            leaf, idx = int(im[0, 0, 0]), int(im[0, 0, 1])
+            out.append(0 if (leaf == 0 and idx % 8 != 7) or leaf == 4 else 1)
+        return np.array(out)
+
+
+def test_a_tie_is_broken_by_evidence_not_by_leaf_order():
+    """Two leaves at 4 of 4 tie in every resample; the pass measures them until the better one wins."""
+    from plugin.core.search import ties
+
+    corpus, recipe = tagged_corpus()
+    recipe = recipe.replace(coherence=0, domain_radius=0)  # the two leaves alone decide
+    res = search(TieBox(num_classes=2), corpus, recipe)
+    full = search(TieBox(num_classes=2), corpus, recipe.replace(score_pass="exhaustive"))
+    assert [n.name for n in full.findings.classes[0].leaves] == ["sandal"]
+    assert [c.leaves for c in res.findings.classes] == [c.leaves for c in full.findings.classes]
+    assert res.findings.queries < full.findings.queries
+    # After the first round both leaves are at 4 of 4: a tie, and both stay open.
+    from plugin.core.search import _steps_2_to_4, _scaled
+
+    first = _pass_of(corpus, {0: (1.0, 4), 4: (1.0, 4), 1: (0.0, 4), 2: (0.0, 4), 3: (0.0, 4)}, capacity=50)
+    options, chosen, *_ = _steps_2_to_4(first, corpus, recipe, None)
+    assert ties(first, options, chosen, _scaled(first, recipe))[0, [0, 4]].all()
+    measured = _pass_of(corpus, {0: (0.875, 40), 4: (1.0, 40), 1: (0.0, 4), 2: (0.0, 4), 3: (0.0, 4)}, capacity=50)
+    assert not ties(measured, *_steps_2_to_4(measured, corpus, recipe, None)[:2], _scaled(measured, recipe))[0].any()
+
+
 def test_open_world_sneaker_removed(demo_models, demo_corpus):
     corpus = demo_corpus.without([GYM_SHOE])
     f = search(TorchBlackBox.from_folder(model_dir("footwear")), corpus, Recipe.load("demo")).findings

@@ -23,7 +23,7 @@ from plugin.core.findings import Findings, LeafSpend
 from plugin.core.flags import model_flags
 from plugin.core.recipe import Recipe
 from plugin.core.scores import (Progress, Resampler, ScorePass, challengers, effective_min_samples, filter_images,
-                                functional_scores, image_labels, leaf_spend)
+                                functional_scores, image_labels, leaf_spend, wilson_lower_bound, wilson_upper_bound)
 from plugin.core.verdict import model_verdict
 
 
@@ -192,10 +192,40 @@ def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Pro
         st = stability(sp, corpus, recipe, cache)
         answer = [c.functional if c is not None and not c.weak else 0.0
                   for c in _steps_2_to_4(sp, corpus, recipe, cache)[1]]
-        rivals = challengers(sp, recipe, np.array(answer))
+        rivals = challengers(sp, recipe, np.array(answer)) | ties(sp, *_steps_2_to_4(sp, corpus, recipe, cache),
+                                                                    _scaled(sp, recipe))
         return st.contested | rivals.any(axis=0), int(((st.share < recipe.stability_min) | rivals.any(axis=1)).sum())
 
     return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve, settle=settle)
+
+
+def ties(sp: ScorePass, options: list[list[Cluster]], chosen: list[Cluster | None], recipe: Recipe) -> np.ndarray:
+    """Per class and leaf, whether the leaf is in a tie for the class that more images could break.
+
+    Two sibling leaves at 4 of 4 images score the same, with the same
+    neighbours around them: their clusters tie to the last digit, and every
+    bootstrap resample ties them again, so the choice falls to the order of
+    the leaves (a digits model's "eight" class on the "one" leaf, which it
+    takes at 0.88, rather than "eight" at 0.99). A tie is an eligible cluster
+    with the chosen one's objective and other leaves; its leaves, and the
+    chosen ones, stay open while they can still grow and their score's
+    half-width at ``confidence_z``, counting images, is above
+    ``adaptive_precision``. ``recipe`` is the scaled one (eligibility reads its ``min_samples``).
+    """
+    n = np.asarray(sp.n_images)
+    p, images = sp.scores, np.maximum(n, 1)[None, :]
+    half = (wilson_upper_bound(p, images, recipe.confidence_z) - wilson_lower_bound(p, images, recipe.confidence_z)) / 2
+    rough = (half > recipe.adaptive_precision) & (n < np.asarray(sp.capacity))[None, :]
+    out = np.zeros(p.shape, dtype=bool)
+    for i, (o, c) in enumerate(zip(options, chosen)):
+        if c is None or c.weak:
+            continue
+        tied = [x for x in eligible(o, recipe) if x.members != c.members
+                and round(x.objective, 12) == round(c.objective, 12)]  # the choice's own rounding
+        if tied:
+            leaves = sorted({j for x in tied + [c] for j in x.members})
+            out[i, leaves] = rough[i, leaves]
+    return out
 
 
 def modal_choice(options: list[list[Cluster]], chosen: list[Cluster | None], st: Stability,
