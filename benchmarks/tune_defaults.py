@@ -20,7 +20,9 @@ Measured per half, summed over training seeds and pass seeds:
   that answers "coat" for most shirts caps the first figure below 100%
   whatever steps 2-4 do; the gap between the two is what the choice loses;
 - **per seed**: true leaves per training seed and pass seed, beside the
-  exhaustive pass at the same seeds (the adaptive pass may never be below);
+  exhaustive pass at the same seeds (the adaptive pass may never be below),
+  and the classes paired over all cells: how many only one pass gets right,
+  with McNemar's exact p (whether the two passes differ more than chance);
 - **false flags**: runs of a single-domain model with ``mixed-domains`` or
   ``decoy-suspected``; **mixed flagged**: runs of the mixed models with
   ``mixed-domains``;
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import time
 
 import yaml
@@ -53,7 +56,7 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
     """Every model of ``half`` at every pass seed: the figures of the module docstring."""
     out = dict(classes=0, hits=0, found_true=0, found=0, uncertain=0, false_flags=0, single_runs=0,
                mixed_flagged=0, mixed_runs=0, lacking_one=0, lacking_runs=0, queries=0, exhaustive=0,
-               stability=0.0, runs=0, misses=[], allowed=0, per_seed={})
+               stability=0.0, runs=0, misses=[], missed=set(), allowed=0, per_seed={})
     corpora = {}
     for name, info in sorted(truth["models"].items()):
         if info["half"] != half:
@@ -96,6 +99,7 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
                 out["uncertain"] += c.status == "uncertain"
                 if not hit:
                     out["misses"].append(f"{name}/{seed}:{c.index}->{c.domain.name if c.domain else None}")
+                    out["missed"].add((name, seed, c.index))
     out["stability"] /= max(out["runs"], 1)
     return out
 
@@ -107,6 +111,12 @@ def line(r: dict) -> str:
             f"false flags {r['false_flags']}/{r['single_runs']}, mixed flagged {r['mixed_flagged']}/{r['mixed_runs']}, "
             f"lacking one-domain {r['lacking_one']}/{r['lacking_runs']}; queries {r['queries']} "
             f"({r['exhaustive'] / max(r['queries'], 1):.2f}x fewer than exhaustive), stability {r['stability']:.3f}")
+
+
+def mcnemar(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p: the chance of a split this uneven between the discordant pairs."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
 
 
 def score(r: dict) -> tuple:
@@ -171,6 +181,9 @@ def main() -> None:
             print("  per seed (training/pass) true leaves, this pass vs exhaustive: "
                   + ", ".join(f"s{t}/p{p} {r['per_seed'][(t, p)]} vs {e['per_seed'][(t, p)]}" for t, p in cells)
                   + (f"; below exhaustive at {len(below)}" if below else "; never below"))
+            only_this, only_exh = len(e["missed"] - r["missed"]), len(r["missed"] - e["missed"])
+            print(f"  paired by class: only this pass right {only_this}, only the exhaustive pass right {only_exh} "
+                  f"(exact McNemar p = {mcnemar(only_this, only_exh):.2f})")
 
 
 if __name__ == "__main__":
