@@ -405,7 +405,7 @@ class TieBox(CountingBlackBox):
 
 def test_a_tie_is_broken_by_evidence_not_by_leaf_order():
     """Two leaves at 4 of 4 tie in every resample; the pass measures them until the better one wins."""
-    from plugin.core.search import ties
+    from plugin.core.search import _scaled, _steps_2_to_4, ties
 
     corpus, recipe = tagged_corpus()
     recipe = recipe.replace(coherence=0, domain_radius=0)  # the two leaves alone decide
@@ -414,14 +414,12 @@ def test_a_tie_is_broken_by_evidence_not_by_leaf_order():
     assert [n.name for n in full.findings.classes[0].leaves] == ["sandal"]
     assert [c.leaves for c in res.findings.classes] == [c.leaves for c in full.findings.classes]
     assert res.findings.queries < full.findings.queries
-    # After the first round both leaves are at 4 of 4: a tie, and both stay open.
-    from plugin.core.search import _steps_2_to_4, _scaled
-
+    # After the first round both leaves are at 4 of 4: a tie, and both stay open; at 35 of 40 against
+    # 40 of 40 the evidence has broken it.
     first = _pass_of(corpus, {0: (1.0, 4), 4: (1.0, 4), 1: (0.0, 4), 2: (0.0, 4), 3: (0.0, 4)}, capacity=50)
-    options, chosen, *_ = _steps_2_to_4(first, corpus, recipe, None)
-    assert ties(first, options, chosen, _scaled(first, recipe))[0, [0, 4]].all()
+    assert ties(first, *_steps_2_to_4(first, corpus, recipe, None), _scaled(first, recipe))[0, [0, 4]].all()
     measured = _pass_of(corpus, {0: (0.875, 40), 4: (1.0, 40), 1: (0.0, 4), 2: (0.0, 4), 3: (0.0, 4)}, capacity=50)
-    assert not ties(measured, *_steps_2_to_4(measured, corpus, recipe, None)[:2], _scaled(measured, recipe))[0].any()
+    assert not ties(measured, *_steps_2_to_4(measured, corpus, recipe, None), _scaled(measured, recipe))[0].any()
 
 
 def test_open_world_sneaker_removed(demo_models, demo_corpus):

@@ -187,13 +187,13 @@ def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Pro
     cache = {} if groups_cache is None else groups_cache  # one pass: its rounds ask for the same candidate sets again
 
     def settle(sp: ScorePass) -> tuple[np.ndarray, int]:
-        # Settled: every answer stable under the bootstrap, and no leaf the pass has barely measured
-        # could still overturn one (the bootstrap only resamples what was sent).
+        # Settled: every answer stable under the bootstrap, no leaf the pass has barely measured could
+        # still overturn one, and none ties with another cluster (the bootstrap only resamples what was
+        # sent, and a tie comes back in every resample).
         st = stability(sp, corpus, recipe, cache)
-        answer = [c.functional if c is not None and not c.weak else 0.0
-                  for c in _steps_2_to_4(sp, corpus, recipe, cache)[1]]
-        rivals = challengers(sp, recipe, np.array(answer)) | ties(sp, *_steps_2_to_4(sp, corpus, recipe, cache),
-                                                                    _scaled(sp, recipe))
+        options, chosen = _steps_2_to_4(sp, corpus, recipe, cache)
+        answer = [c.functional if c is not None and not c.weak else 0.0 for c in chosen]
+        rivals = challengers(sp, recipe, np.array(answer)) | ties(sp, options, chosen, _scaled(sp, recipe))
         return st.contested | rivals.any(axis=0), int(((st.share < recipe.stability_min) | rivals.any(axis=1)).sum())
 
     return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve, settle=settle)
