@@ -533,6 +533,17 @@ def challengers(sp: "ScorePass", recipe: Recipe, answer: np.ndarray) -> np.ndarr
     return undecided & (up >= np.asarray(answer, dtype=float)[:, None]) & (n < np.asarray(sp.capacity))[None, :]
 
 
+def unrefined(sp: "ScorePass", recipe: Recipe, leaves) -> np.ndarray:
+    """``(classes, len(leaves))``: whether each class's score on each of ``leaves`` is not yet known to
+    ``adaptive_precision`` (its half-width at ``confidence_z``, counting images: the worst case) while
+    the leaf can still grow."""
+    idx = np.asarray(leaves, dtype=int)
+    n = np.asarray(sp.n_images)[idx]
+    p, images = sp.scores[:, idx], np.maximum(n, 1)[None, :]
+    half = (wilson_upper_bound(p, images, recipe.confidence_z) - wilson_lower_bound(p, images, recipe.confidence_z)) / 2
+    return (half > recipe.adaptive_precision) & (n < np.asarray(sp.capacity)[idx])[None, :]
+
+
 def _halve(is_open: np.ndarray, counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
            n_eff: np.ndarray | None = None) -> np.ndarray:
     """Successive halving: keeps the more promising half of the open leaves.

@@ -23,7 +23,7 @@ from plugin.core.findings import Findings, LeafSpend
 from plugin.core.flags import model_flags
 from plugin.core.recipe import Recipe
 from plugin.core.scores import (Progress, Resampler, ScorePass, challengers, effective_min_samples, filter_images,
-                                functional_scores, image_labels, leaf_spend, wilson_lower_bound, wilson_upper_bound)
+                                functional_scores, image_labels, leaf_spend, unrefined)
 from plugin.core.verdict import model_verdict
 
 
@@ -212,11 +212,7 @@ def ties(sp: ScorePass, options: list[list[Cluster]], chosen: list[Cluster | Non
     half-width at ``confidence_z``, counting images, is above
     ``adaptive_precision``. ``recipe`` is the scaled one (eligibility reads its ``min_samples``).
     """
-    n = np.asarray(sp.n_images)
-    p, images = sp.scores, np.maximum(n, 1)[None, :]
-    half = (wilson_upper_bound(p, images, recipe.confidence_z) - wilson_lower_bound(p, images, recipe.confidence_z)) / 2
-    rough = (half > recipe.adaptive_precision) & (n < np.asarray(sp.capacity))[None, :]
-    out = np.zeros(p.shape, dtype=bool)
+    out = np.zeros(sp.scores.shape, dtype=bool)
     for i, (o, c) in enumerate(zip(options, chosen)):
         if c is None or c.weak:
             continue
@@ -224,7 +220,7 @@ def ties(sp: ScorePass, options: list[list[Cluster]], chosen: list[Cluster | Non
                 and round(x.objective, 12) == round(c.objective, 12)]  # the choice's own rounding
         if tied:
             leaves = sorted({j for x in tied + [c] for j in x.members})
-            out[i, leaves] = rough[i, leaves]
+            out[i, leaves] = unrefined(sp, recipe, leaves)[i]
     return out
 
 
