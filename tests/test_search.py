@@ -346,21 +346,57 @@ def _pass_of(corpus, rates: dict[int, tuple[float, int]], capacity: int):
                      capacity=np.full(len(labels), capacity))
 
 
-def test_a_barely_measured_rival_keeps_the_pass_open():
-    """A leaf at 2 of 4 images is out of every bootstrap resample, yet could beat the answer: not settled."""
-    from plugin.core.scores import challengers
+def test_a_rough_rival_is_raised_to_its_upper_bound():
+    """The optimistic pass raises leaves more images could still lift, and only those."""
+    from plugin.core.scores import optimistic, wilson_upper_bound
 
     corpus = small_corpus()
     recipe = Recipe(min_samples=1)
-    # Class 0 answers at 0.55 on airliner (50 images); tabby is at 0.5 on 4 images of 50.
-    early = _pass_of(corpus, {0: (0.55, 50), 2: (0.5, 4), 4: (0.0, 4)}, capacity=50)
-    rival = challengers(early, recipe, np.array([0.55, 0.9]))
-    assert rival[0, 2] and not rival[0, 0] and not rival[0, 4]  # measured, and hopeless, leaves do not challenge
-    assert not challengers(early, recipe, np.array([0.99, 0.99]))[0, 2]  # its upper bound cannot reach 0.99
-    full = _pass_of(corpus, {0: (0.55, 50), 2: (0.5, 50)}, capacity=50)
-    assert not challengers(full, recipe, np.array([0.55, 0.9])).any()  # nothing left to send: decided
-    settled = _pass_of(corpus, {0: (0.55, 50), 2: (0.5, 30)}, capacity=50)
-    assert not challengers(settled, recipe, np.array([0.55, 0.9]))[0, 2]  # 15 of 30: surely a candidate now
+    # Class 0 answers at 0.55 on airliner (50 images, all it has); tabby is at 0.5 on 4 images of 50,
+    # sandal at 0.75 on 16 (surely a candidate, not yet measured), persian at 0.9 on 48 (measured).
+    early = _pass_of(corpus, {0: (0.55, 50), 2: (0.5, 4), 3: (0.9, 48), 4: (0.75, 16), 1: (0.0, 4)}, capacity=50)
+    none = np.zeros(early.scores.shape, dtype=bool)
+    best, raised = optimistic(early, recipe, none)
+    assert raised[0, 2] and raised[0, 4]
+    assert not raised[0, 0] and not raised[0, 3] and not raised[0, 1]  # full, measured, hopeless
+    assert best.scores[0, 2] == pytest.approx(wilson_upper_bound(0.5, 4, recipe.adaptive_z))
+    assert best.scores[0, 4] == pytest.approx(wilson_upper_bound(0.75, 16, recipe.adaptive_z))
+    assert (best.scores[:, ~raised.any(axis=0)] == early.scores[:, ~raised.any(axis=0)]).all()
+    spare = none.copy()
+    spare[0, 2] = True  # a chosen leaf is left as measured
+    assert not optimistic(early, recipe, spare)[1][0, 2]
+
+
+class SlowStartBox(CountingBlackBox):
+    """Class 0: sandal, whose first 16 images it takes at 12 of 16 and the rest all, and airliner at 6 of 7."""
+
+    def _predict(self, images):
+        out = []
+        for im in images:
+            leaf, idx = int(im[0, 0, 0]), int(im[0, 0, 1])
+            out.append(0 if (leaf == 4 and (idx >= 16 or idx % 4 != 3)) or (leaf == 0 and idx % 7 != 6) else 1)
+        return np.array(out)
+
+
+def test_a_leaf_that_could_still_win_is_measured_before_it_loses():
+    """Surely a candidate, but measured on its hardest images: the pass refines it and answers as the exhaustive one.
+
+    Every bootstrap resample of 12 of 16 sandal images loses to airliner at 14 of 16; at its upper
+    bound sandal would win, and measured on all 50 (46 of them) it does.
+    """
+    from plugin.core.search import _steps_2_to_4, overturners, stability
+
+    corpus, recipe = tagged_corpus()
+    recipe = recipe.replace(coherence=0, domain_radius=0, adaptive_first_images=16)  # the two leaves alone decide
+    res = search(SlowStartBox(num_classes=2), corpus, recipe)
+    full = search(SlowStartBox(num_classes=2), corpus, recipe.replace(score_pass="exhaustive"))
+    assert [n.name for n in full.findings.classes[0].leaves] == ["sandal"]
+    assert [c.leaves for c in res.findings.classes] == [c.leaves for c in full.findings.classes]
+    assert res.findings.queries < full.findings.queries
+    first = _pass_of(corpus, {0: (14 / 16, 16), 4: (0.75, 16), 1: (0.0, 16), 2: (0.0, 16), 3: (0.0, 16)}, capacity=50)
+    chosen = _steps_2_to_4(first, corpus, recipe, None)[1]
+    assert [corpus.leaves[j].name for j in chosen[0].members] == ["airliner"]
+    assert overturners(first, corpus, recipe, chosen, stability(first, corpus, recipe).agree)[0, 4]
 
 
 class HalfTakenBox(CountingBlackBox):
@@ -380,15 +416,20 @@ class HalfTakenBox(CountingBlackBox):
 
 
 def test_the_adaptive_pass_ends_unchallenged():
-    """On 4 images a leaf the class half-takes looks stable; the pass refines it and answers as the exhaustive one."""
-    from plugin.core.scores import challengers
+    """On 4 images a leaf the class half-takes may still win: the pass ends only once nothing could overturn an answer.
+
+    Its answers are the exhaustive pass's domains, each holding the exhaustive pass's leaves.
+    """
+    from plugin.core.search import _steps_2_to_4, overturners, stability
 
     corpus, recipe = tagged_corpus()
     res = search(HalfTakenBox(num_classes=2), corpus, recipe)
     full = search(HalfTakenBox(num_classes=2), corpus, recipe.replace(score_pass="exhaustive"))
-    answer = np.array([c.functional_score for c in res.findings.classes])
-    assert not challengers(res.scores, recipe, answer).any()
-    assert [c.leaves for c in res.findings.classes] == [c.leaves for c in full.findings.classes]
+    sp = res.scores
+    agree = stability(sp, corpus, recipe).agree
+    assert not overturners(sp, corpus, recipe, _steps_2_to_4(sp, corpus, recipe, None)[1], agree).any()
+    for a, b in zip(res.findings.classes, full.findings.classes):
+        assert agree(a.domain.synset, b.domain.synset) and set(b.leaves) <= set(a.leaves)
     assert res.findings.queries < full.findings.queries
 
 

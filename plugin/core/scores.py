@@ -510,27 +510,33 @@ def _decided(counts: np.ndarray, sent: np.ndarray, copies: int, recipe: Recipe,
     return np.all(out | settled, axis=0)
 
 
-def challengers(sp: "ScorePass", recipe: Recipe, answer: np.ndarray) -> np.ndarray:
-    """Per class and leaf, whether the leaf could still overturn the class's answer.
+def optimistic(sp: "ScorePass", recipe: Recipe, spare: np.ndarray) -> tuple["ScorePass", np.ndarray]:
+    """The pass with every rough rival at its upper bound: the most that more images could make of it.
 
     A bootstrap resamples the images a pass has; it cannot resample the ones
-    it has not sent. A leaf measured on a few images whose Wilson bound keeps
-    it out of the candidates is out of every resample too, so an answer looks
-    stable only because its rival was never measured (a bag class at 2 of 4
-    bag images loses to the garments it half-takes; at 35 of 50 it is a
-    candidate). A challenger of class ``i`` is a leaf that can still grow, whose
-    point score would make it a candidate but whose lower bound at
-    ``adaptive_z`` does not yet, and whose upper bound there reaches
-    ``answer[i]`` (the chosen cluster's score). The adaptive pass keeps
-    such leaves open: settled means stable *and* unchallenged.
+    it has not sent. A rough rival of class ``i`` is a leaf that can still
+    grow, whose point score would make it a candidate, and that is either not
+    surely one (its lower bound at ``adaptive_z`` is below the threshold: a
+    bag class at 2 of 4 bag images) or not yet measured to
+    ``adaptive_precision`` (half-width at ``confidence_z``: a coat leaf at 11
+    of 16 images, whose other 34 the model takes at 0.9). Its score is raised
+    to its upper bound at ``adaptive_z``, counting images (the worst case).
+    ``spare`` (classes x leaves) marks the cells left as they are (each
+    class's chosen leaves). Returns the raised pass and which cells were raised.
     """
-    n = np.asarray(sp.n_images)
-    p, images = sp.scores, np.maximum(n, 1)[None, :]  # copies pooled; the bounds count images (the worst case)
+    n, cap = np.asarray(sp.n_images), np.asarray(sp.capacity)
+    p, images = sp.scores, np.maximum(n, 1)[None, :]
     lo, up = wilson_lower_bound(p, images, recipe.adaptive_z), wilson_upper_bound(p, images, recipe.adaptive_z)
-    need = needed_rate(sp.capacity, recipe)[None, :]
-    # Likely a candidate (its point score reaches what one needs), not yet surely one.
-    undecided = (lo < recipe.threshold) & (p >= need)
-    return undecided & (up >= np.asarray(answer, dtype=float)[:, None]) & (n < np.asarray(sp.capacity))[None, :]
+    half = (wilson_upper_bound(p, images, recipe.confidence_z) - wilson_lower_bound(p, images, recipe.confidence_z)) / 2
+    rough = (p >= needed_rate(cap, recipe)[None, :]) & ((lo < recipe.threshold) | (half > recipe.adaptive_precision))
+    raised = rough & ~np.asarray(spare, dtype=bool) & (n < cap)[None, :]
+    out = ScorePass(sp.leaves, np.where(raised, up * np.asarray(sp.totals, dtype=float)[None, :], sp.counts),
+                    sp.totals, sp.n_images, sp.labels, sp.queries, sp.seconds, capacity=cap,
+                    exhaustive_queries=sp.exhaustive_queries)
+    filtered = sp.filtered_at_capacity(recipe)  # what filtering would give, raised alike
+    out._memo[("filtered", recipe.include_original)] = np.where(
+        raised, np.maximum(filtered, up * cap.astype(float)[None, :]), filtered)
+    return out, raised
 
 
 def unrefined(sp: "ScorePass", recipe: Recipe, leaves) -> np.ndarray:

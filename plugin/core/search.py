@@ -22,8 +22,8 @@ from plugin.core.errors import CorpusError
 from plugin.core.findings import Findings, LeafSpend
 from plugin.core.flags import model_flags
 from plugin.core.recipe import Recipe
-from plugin.core.scores import (Progress, Resampler, ScorePass, challengers, effective_min_samples, filter_images,
-                                functional_scores, image_labels, leaf_spend, unrefined)
+from plugin.core.scores import (Progress, Resampler, ScorePass, effective_min_samples, filter_images, functional_scores,
+                                image_labels, leaf_spend, optimistic, unrefined)
 from plugin.core.verdict import model_verdict
 
 
@@ -192,11 +192,38 @@ def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Pro
         # sent, and a tie comes back in every resample).
         st = stability(sp, corpus, recipe, cache)
         options, chosen = _steps_2_to_4(sp, corpus, recipe, cache)
-        answer = [c.functional if c is not None and not c.weak else 0.0 for c in chosen]
-        rivals = challengers(sp, recipe, np.array(answer)) | ties(sp, options, chosen, _scaled(sp, recipe))
+        rivals = overturners(sp, corpus, recipe, chosen, st.agree, cache) | ties(sp, options, chosen,
+                                                                                  _scaled(sp, recipe))
         return st.contested | rivals.any(axis=0), int(((st.share < recipe.stability_min) | rivals.any(axis=1)).sum())
 
     return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve, settle=settle)
+
+
+def overturners(sp: ScorePass, corpus: Corpus, recipe: Recipe, chosen: list[Cluster | None], agree: Callable,
+                cache: dict | None = None) -> np.ndarray:
+    """Per class and leaf, whether more images of the leaf could still overturn the class's answer.
+
+    Steps 2-4 run once more on :func:`~plugin.core.scores.optimistic`: every
+    rough rival at its upper bound, each class's chosen leaves as measured. A
+    class whose answer then changes (``agree``: not the same domain) is not
+    settled, and the raised leaves of its new choice stay open. The question
+    is the objective's, coherence and the sink term included: a coat leaf at
+    11 of 16 images loses to a digit sink at 0.86, and wins once measured,
+    while a rough leaf that could not change the answer at its best closes.
+    ``chosen`` is the choice on ``sp`` itself; ``cache`` is the pass's.
+    """
+    spare = np.zeros(sp.scores.shape, dtype=bool)
+    for i, c in enumerate(chosen):
+        if c is not None:
+            spare[i, list(c.members)] = True
+    best, raised = optimistic(sp, recipe, spare)
+    out = np.zeros(sp.scores.shape, dtype=bool)
+    if not raised.any():
+        return out
+    for i, (c, alt) in enumerate(zip(chosen, _choose(best, corpus, recipe, {} if cache is None else cache)[1])):
+        if alt is not None and not agree(answer_of(alt), answer_of(c)):
+            out[i, list(alt.members)] = raised[i, list(alt.members)]
+    return out
 
 
 def ties(sp: ScorePass, options: list[list[Cluster]], chosen: list[Cluster | None], recipe: Recipe) -> np.ndarray:
