@@ -225,7 +225,9 @@ def test_decoy_model_flagged_with_the_planted_pairing(demo_models, demo_findings
     for pair in flag.evidence["pairs"]:
         k = pair["class"]
         assert {n["synset"] for n in pair["leaves"]} == {entry["classes"][k], entry["planted"][k]}, pair
-    assert len(flag.classes) >= 8  # measured 9 of 10 (the shirt class's garment side is weak)
+    # 7-9 of 10 over demo pass seeds 0-3: a class whose planted and true leaves answer alike is uncertain
+    # at some seeds (the shirt class's garment side is weak), and uncertain classes never enter a flag.
+    assert len(flag.classes) >= 7
 
 
 @pytest.mark.slow
