@@ -527,9 +527,8 @@ def optimistic(sp: "ScorePass", recipe: Recipe, spare: np.ndarray) -> tuple["Sco
     n, cap = np.asarray(sp.n_images), np.asarray(sp.capacity)
     p, images = sp.scores, np.maximum(n, 1)[None, :]
     lo, up = wilson_lower_bound(p, images, recipe.adaptive_z), wilson_upper_bound(p, images, recipe.adaptive_z)
-    half = (wilson_upper_bound(p, images, recipe.confidence_z) - wilson_lower_bound(p, images, recipe.confidence_z)) / 2
-    rough = (p >= needed_rate(cap, recipe)[None, :]) & ((lo < recipe.threshold) | (half > recipe.adaptive_precision))
-    raised = rough & ~np.asarray(spare, dtype=bool) & (n < cap)[None, :]
+    rough = ((lo < recipe.threshold) & (n < cap)[None, :]) | unrefined(sp, recipe, range(len(n)))
+    raised = rough & (p >= needed_rate(cap, recipe)[None, :]) & ~np.asarray(spare, dtype=bool)
     out = ScorePass(sp.leaves, np.where(raised, up * np.asarray(sp.totals, dtype=float)[None, :], sp.counts),
                     sp.totals, sp.n_images, sp.labels, sp.queries, sp.seconds, capacity=cap,
                     exhaustive_queries=sp.exhaustive_queries)
