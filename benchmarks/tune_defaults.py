@@ -58,7 +58,7 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
     """Every model of ``half`` at every pass seed: the figures of the module docstring."""
     out = dict(classes=0, hits=0, found_true=0, found=0, uncertain=0, false_flags=0, single_runs=0,
                mixed_flagged=0, mixed_runs=0, lacking_one=0, lacking_runs=0, queries=0, exhaustive=0,
-               stability=0.0, runs=0, misses=[], missed=set(), allowed=0, per_seed={}, per_seed_classes={})
+               stability=0.0, runs=0, misses=[], odd=[], missed=set(), allowed=0, per_seed={}, per_seed_classes={})
     corpora = {}
     for name, info in sorted(truth["models"].items()):
         if info["half"] != half:
@@ -79,13 +79,19 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
             if info["kind"] == "lacking":
                 out["lacking_runs"] += 1
                 out["lacking_one"] += f.verdict.kind == "one-domain"
+                if f.verdict.kind == "one-domain":
+                    out["odd"].append(f"{name}/{seed}: lacking, {f.verdict.answer!r}")
                 continue
             if info["kind"] == "mixed":
                 out["mixed_runs"] += 1
                 out["mixed_flagged"] += MIXED in kinds
+                if MIXED not in kinds:
+                    out["odd"].append(f"{name}/{seed}: mixed, unflagged ({f.verdict.answer!r})")
             else:
                 out["single_runs"] += 1
                 out["false_flags"] += bool(kinds & {MIXED, DECOY})
+                if kinds & {MIXED, DECOY}:
+                    out["odd"].append(f"{name}/{seed}: single-domain, flagged {sorted(kinds & {MIXED, DECOY})}")
             adjusted, order = sp.ranked(recipe.confidence_z)
             cell = (info["training_seed"], seed)
             for c, true in zip(f.classes, info["classes"]):
@@ -139,7 +145,9 @@ def main() -> None:
                          "--grid none only reports")
     ap.add_argument("--half", choices=[TUNING, VALIDATION, "both"], default="both",
                     help="tune on the tuning half and report the validation half (both), or report one half")
-    ap.add_argument("--misses", action="store_true", help="list the classes whose true leaf is not in the cluster")
+    ap.add_argument("--misses", action="store_true",
+                    help="list the classes whose true leaf is not in the cluster, and the runs that miss a model-level "
+                         "target (a flagged single-domain model, an unflagged mixed one, a lacking one-domain claim)")
     ap.add_argument("--no-exhaustive", action="store_true",
                     help="skip the exhaustive pass at the same seeds (the per-seed comparison)")
     ap.add_argument("--built-only", action="store_true",
@@ -176,6 +184,8 @@ def main() -> None:
               f"training seeds {trained}, {len(models)} models:\n  {line(r)}")
         if args.misses:
             print("  misses: " + ", ".join(r["misses"]))
+            if r["odd"]:
+                print("  runs against a model-level target: " + "; ".join(r["odd"]))
         if chosen.score_pass != "exhaustive" and not args.no_exhaustive:
             e = evaluate(truth, half, chosen.replace(score_pass="exhaustive"), args.seeds, corpus, boxes)
             cells = sorted(r["per_seed"])
