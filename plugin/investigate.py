@@ -346,14 +346,14 @@ def run_followups(names: list[str], bb, corpus: Corpus, result: SearchResult, re
     ``extra_options`` replace the recipe's options per check (a validated
     plan's options already include the recipe's).
     """
-    out = []
+    out, shared = [], {}  # shared: dropped with the checks, so a loaded generator never outlives them
     for name in names:
         check = get_check(name)  # unknown names fail fast, before any work
         extra = (extra_options or {}).get(name)
         # A plan's options replace the recipe's, not merge with them: the plan has already turned the
         # recipe's aux ``corpora`` into ``loaded`` corpora, and both together would list each one twice.
         options = dict(extra) if extra is not None else dict(recipe.check_options.get(name, {}))
-        ctx = CheckContext(bb, corpus, result, recipe, info, options, out_dir, model_id, tuple(out))
+        ctx = CheckContext(bb, corpus, result, recipe, info, options, out_dir, model_id, tuple(out), shared)
         if on_start:
             on_start(name)
         try:

@@ -185,12 +185,17 @@ class LevelEncoder:
         return np.stack([np.eye(4)[min(int(np.median(im[:, :, 0])) // 40, 3)] for im in images]).astype(np.float32)
 
 
+LEVEL_LOADS: list = []  # the configs the "levels" generator was loaded with, one per load
+
+
 @pytest.fixture
 def levels():
     """Registers the procedural generator and encoder as "levels" (removed afterwards) and gives their options."""
     from plugin.generative.real import ENCODERS, GENERATORS
 
-    GENERATORS["levels"], ENCODERS["levels"] = (lambda config: LevelGenerator()), (lambda config: LevelEncoder())
+    LEVEL_LOADS.clear()
+    GENERATORS["levels"] = lambda config: LEVEL_LOADS.append(config) or LevelGenerator()
+    ENCODERS["levels"] = lambda config: LevelEncoder()
     yield {"sd_dir": "procedural", "clip_dir": "procedural", "generator": "levels", "encoder": "levels",
             "classes": "all", "k": 2, "pool": 4, "rounds": 1, "seeds": 4, "start_prompts": 4, "montage_seeds": 2,
             "lam": 0.1, "device": "cpu"}
@@ -222,6 +227,7 @@ def test_generated_arm_trains_a_clone_on_generated_samples(tmp_path, levels):
     gen, clone = run_followups(list(names), bb, ctx.corpus, ctx.result, ctx.recipe, ctx.info, "tiny", tmp_path,
                                {"clone": clone_opts, "generative": levels})
     assert gen.applicable and clone.applicable, (gen.reason, clone.reason)
+    assert len(LEVEL_LOADS) == 1  # the clone check samples the generator the generative check loaded
     s, g = clone.summary, clone.summary["generated"]
     n = s["transfer_size"]
     assert n == 24 and sum(c["images"] for c in g["classes"]) == s["transfer_sizes"]["generated"] == n

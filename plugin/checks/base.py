@@ -40,6 +40,9 @@ class CheckContext:
     out_dir: Path  # write artifacts under out_dir / <check name>/
     model_id: str = ""
     earlier: tuple = ()  # the results of the checks that ran before this one, in order (CheckResult)
+    # What the checks of one investigation hand on in memory (a loaded generator), never written: a
+    # Stable Diffusion pipeline loads in seconds to minutes, and the clone check samples the same one.
+    shared: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -298,7 +298,7 @@ def clone_check(ctx: CheckContext) -> CheckResult:
     g_record = {"skipped": generated} if not has_g else {}
     if has_g:
         t = time.time()
-        g_x, g_record["classes"] = generated.transfer_set(n)
+        g_x, g_record["classes"] = generated.transfer_set(n, ctx.shared)
         g_record["sample_seconds"] = round(time.time() - t, 2)
         sets["generated"] = (g_x, np.asarray(bb.predict(g_x), dtype=np.int64))
     queries = bb.num_queries - start_queries

@@ -43,6 +43,11 @@ NAME = "generative"
 SAMPLER = ("generator", "steps", "guidance", "image_size", "dtype", "device", "batch_size")  # what resampling needs
 
 
+def _generator_key(config: GenerativeConfig) -> tuple:
+    """What a loaded generator depends on: a later check reuses it (``CheckContext.shared``) only when all match."""
+    return ("generator", config.sd_dir, *(getattr(config, k) for k in SAMPLER))
+
+
 def unsettled(finding) -> bool:
     """A class the corpus search did not settle: unfound, ambiguous, or ``status`` "uncertain" (its answer
     does not hold under resampling; read with getattr, so findings without a status work too)."""
@@ -101,6 +106,7 @@ def generative_check(ctx: CheckContext) -> CheckResult:
     skipped = []
     if targets:
         generator, encoder = load(config)
+        ctx.shared[_generator_key(config)] = generator  # the clone check samples the same generator
         hierarchy = ctx.corpus.hierarchy
         try:
             wordnet = default_wordnet()
@@ -169,12 +175,18 @@ class GeneratedDomains:
     config: GenerativeConfig
     classes: tuple[tuple[int, Path, tuple[int, ...]], ...]  # (class index, embeddings.npy, the seeds it was scored on)
 
-    def transfer_set(self, n: int) -> tuple[list, list[dict]]:
+    def transfer_set(self, n: int, shared: dict | None = None) -> tuple[list, list[dict]]:
         """``n`` samples spread evenly over the classes (and each class's embeddings), drawn through the same
-        generator on the recorded seeds first, then on fresh ones after the montage's; with what was drawn."""
+        generator on the recorded seeds first, then on fresh ones after the montage's; with what was drawn.
+
+        ``shared`` (``CheckContext.shared``) holds the generator the generative check loaded, when it ran
+        in the same investigation; else it is loaded again.
+        """
         from plugin.generative.real import GENERATORS, load_embeddings, sample
 
-        generator = GENERATORS.get(self.config.generator)(self.config)
+        generator = (shared or {}).get(_generator_key(self.config))
+        if generator is None:
+            generator = GENERATORS.get(self.config.generator)(self.config)
         m = len(self.classes)
         images, record = [], []
         for j, (index, path, scored) in enumerate(self.classes):
