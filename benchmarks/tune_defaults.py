@@ -58,7 +58,7 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
     """Every model of ``half`` at every pass seed: the figures of the module docstring."""
     out = dict(classes=0, hits=0, found_true=0, found=0, uncertain=0, false_flags=0, single_runs=0,
                mixed_flagged=0, mixed_runs=0, lacking_one=0, lacking_runs=0, queries=0, exhaustive=0,
-               stability=0.0, runs=0, misses=[], odd=[], missed=set(), allowed=0, per_seed={}, per_seed_classes={})
+               stability=0.0, runs=0, misses={}, odd=[], allowed=0, per_seed={}, per_seed_classes={})
     corpora = {}
     for name, info in sorted(truth["models"].items()):
         if info["half"] != half:
@@ -107,8 +107,7 @@ def evaluate(truth: dict, half: str, recipe: Recipe, seeds: list[int], corpus, b
                 out["found_true"] += c.found and hit
                 out["uncertain"] += c.status == "uncertain"
                 if not hit:
-                    out["misses"].append(f"{name}/{seed}:{c.index}->{c.domain.name if c.domain else None}")
-                    out["missed"].add((name, seed, c.index))
+                    out["misses"][(name, seed, c.index)] = f"{name}/{seed}:{c.index}->{c.domain.name if c.domain else None}"
     out["stability"] /= max(out["runs"], 1)
     return out
 
@@ -183,7 +182,7 @@ def main() -> None:
         print(f"\n{half} half, recipe {args.recipe} ({chosen.score_pass} pass), pass seeds {args.seeds}, "
               f"training seeds {trained}, {len(models)} models:\n  {line(r)}")
         if args.misses:
-            print("  misses: " + ", ".join(r["misses"]))
+            print("  misses: " + ", ".join(r["misses"].values()))
             if r["odd"]:
                 print("  runs against a model-level target: " + "; ".join(r["odd"]))
         if chosen.score_pass != "exhaustive" and not args.no_exhaustive:
@@ -197,7 +196,7 @@ def main() -> None:
             short = [f"s{t}/p{p} ({r['per_seed'][(t, p)] / r['per_seed_classes'][(t, p)]:.1%})" for t, p in cells
                      if r["per_seed"][(t, p)] < TARGET * r["per_seed_classes"][(t, p)]]
             print(f"  seed pairs under {TARGET:.0%}: " + (", ".join(short) if short else "none"))
-            only_this, only_exh = len(e["missed"] - r["missed"]), len(r["missed"] - e["missed"])
+            only_this, only_exh = len(e["misses"].keys() - r["misses"].keys()), len(r["misses"].keys() - e["misses"].keys())
             print(f"  paired by class: only this pass right {only_this}, only the exhaustive pass right {only_exh} "
                   f"(exact McNemar p = {mcnemar(only_this, only_exh):.2f})")
 
