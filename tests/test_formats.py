@@ -184,6 +184,133 @@ def test_preprocessing_we_cannot_reproduce_is_refused():
         processor_preprocessing({"size": {"shortest_edge": 32}, "do_center_crop": False})
 
 
+def _theirs_and_ours(folder, images):
+    """The repo's own processor, our :class:`Preprocessing` and the search's device pipeline on ``images``."""
+    from transformers import AutoImageProcessor
+
+    from plugin.core.blackbox import InputSpec
+    from plugin.core.recipe import Recipe
+    from plugin.core.transforms import expand_to_input
+    from plugin.models.preprocessing import processor_preprocessing, read_processor_config
+
+    ours = processor_preprocessing(read_processor_config(folder / "preprocessor_config.json"))
+    processor = AutoImageProcessor.from_pretrained(folder)
+    theirs = np.stack([processor([im], return_tensors="pt")["pixel_values"][0].numpy() for im in images])
+    spec = InputSpec(size=ours.input_size[1:], crop_pct=ours.crop_pct, crop_mode=ours.crop_mode,
+                     interpolation=ours.interpolation, mean=ours.mean, std=ours.std, crop_offset=ours.crop_offset,
+                     bgr=ours.bgr)
+    device = expand_to_input([(images, 0)], Recipe(transforms_per_image=0), spec).numpy()
+    return theirs, ours(images).numpy(), device
+
+
+@pytest.mark.parametrize("kind, settings", [
+    # The Hub's own settings of the families whose processors do more than resize, crop and normalise.
+    ("MobileViTImageProcessor", {"size": {"shortest_edge": 288}, "crop_size": {"height": 256, "width": 256}}),
+    ("EfficientNetImageProcessor", {"size": {"height": 224, "width": 224}, "resample": 0,
+                                    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.4785, 0.4733, 0.4743]}),
+    ("EfficientNetImageProcessor", {"size": {"height": 64, "width": 64}, "rescale_offset": True,
+                                    "rescale_factor": 1 / 127.5, "do_normalize": False}),
+    ("LevitImageProcessor", {"size": {"shortest_edge": 64}, "crop_size": {"height": 64, "width": 64}}),
+    ("MobileNetV2ImageProcessor", {}),  # 256 then 224: odd leftovers, where transformers floors the crop
+    ("PoolFormerImageProcessor", {"size": {"shortest_edge": 64}, "crop_size": {"height": 64, "width": 64}}),
+    ("ConvNextImageProcessor", {"size": {"shortest_edge": 224}, "image_mean": [0.485, 0.456, 0.406]}),
+])
+def test_processors_that_do_more_are_reproduced_to_the_pixel(tmp_path, kind, settings):
+    import transformers
+
+    getattr(transformers, kind)(**settings).save_pretrained(tmp_path)
+    images = _images(8) + [np.random.default_rng(1).integers(0, 256, (82, 71, 3), dtype=np.uint8)]
+    theirs, ours, device = _theirs_and_ours(tmp_path, images)
+    assert ours.shape == theirs.shape == device.shape
+    assert float(np.abs(ours - theirs).max()) < 1e-4
+    assert float(np.abs(device - theirs).max()) < 1e-4
+
+
+def test_every_classifier_processor_is_reproduced_or_refused(tmp_path):
+    """Each image processor an image-classification model type of the installed transformers uses, at its
+    defaults: our two pipelines give its pixels, or the config is refused by name; never a guess."""
+    import transformers
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    from plugin.models.preprocessing import REPRODUCED, processor_preprocessing, read_processor_config
+
+    kinds = sorted({IMAGE_PROCESSOR_MAPPING_NAMES[m]["torchvision"] for m in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+                    if "torchvision" in IMAGE_PROCESSOR_MAPPING_NAMES.get(m, {})})
+    assert {"ViTImageProcessor", "ConvNextImageProcessor", "MobileViTImageProcessor"} <= set(kinds)
+    images = [np.random.default_rng(k).integers(0, 256, hw + (3,), dtype=np.uint8)
+              for k, hw in enumerate([(82, 71), (89, 68), (300, 451)])]
+    reproduced, refused = [], []
+    for kind in kinds:
+        folder = tmp_path / kind
+        getattr(transformers, kind)().save_pretrained(folder)
+        try:
+            processor_preprocessing(read_processor_config(folder / "preprocessor_config.json"))
+        except CheckpointError as e:
+            refused.append(kind)
+            assert "preprocessor_config.json" in str(e)
+            continue
+        theirs, ours, device = _theirs_and_ours(folder, images)
+        assert ours.shape == theirs.shape, kind
+        assert float(np.abs(ours - theirs).max()) < 1e-4, kind
+        assert float(np.abs(device - theirs).max()) < 1e-4, kind
+        reproduced.append(kind)
+    assert set(reproduced) <= REPRODUCED
+    assert {"ViTImageProcessor", "ConvNextImageProcessor", "EfficientNetImageProcessor", "LevitImageProcessor",
+            "MobileNetV2ImageProcessor"} <= set(reproduced)
+    assert "PPLCNetImageProcessor" not in kinds or "PPLCNetImageProcessor" in refused
+
+
+def test_a_mobilevit_repo_is_investigated_on_the_bgr_input_it_was_trained_on(tmp_path):
+    import torch
+    from transformers import AutoImageProcessor, MobileViTConfig, MobileViTForImageClassification
+    from transformers import MobileViTImageProcessor
+
+    torch.manual_seed(0)
+    labels = ["sandal", "sneaker", "boot"]
+    model = MobileViTForImageClassification(MobileViTConfig(
+        image_size=32, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32], num_attention_heads=2,
+        num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})).eval()
+    processor = MobileViTImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
+    folder = write_transformers_repo(tmp_path / "mobilevit", model, processor)
+    bb = formats.load_blackbox(folder)
+    assert bb.input_spec.bgr and bb.input_spec.crop_offset == "floor"
+    seen = []  # what the loaded model really receives, through predict and through the search's device pipeline
+    bb._model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    images = _images(12)
+    pixels = AutoImageProcessor.from_pretrained(folder)(images, return_tensors="pt")["pixel_values"]
+    bb.predict(images)
+    from plugin.core.recipe import Recipe
+    from plugin.core.transforms import expand_to_input
+
+    bb.predict_tensor(expand_to_input([(images, 0)], Recipe(transforms_per_image=0), bb.input_spec))
+    assert len(seen) == 2
+    for got in seen:
+        assert float((got.float() - pixels).abs().max()) < 1e-4
+
+
+def test_processor_defaults_come_from_its_class_and_unknown_steps_are_refused(tmp_path):
+    import transformers
+
+    from plugin.models.preprocessing import processor_preprocessing
+
+    # A hand-written config that leaves the class's defaults out: MobileViT normalises nothing and flips to BGR.
+    mobilevit = processor_preprocessing({"image_processor_type": "MobileViTImageProcessor",
+                                         "size": {"shortest_edge": 288}, "crop_size": {"height": 256, "width": 256}})
+    assert mobilevit.bgr and mobilevit.mean == (0.0, 0.0, 0.0) and mobilevit.std == (1.0, 1.0, 1.0)
+    assert mobilevit.interpolation == "bicubic"  # MobileViT's own default, not bilinear
+    convnext = processor_preprocessing({"image_processor_type": "ConvNextImageProcessor", "size": 224})
+    assert convnext.interpolation == "bicubic" and convnext.crop_mode == "center"
+    assert convnext.mean == tuple(transformers.ConvNextImageProcessor.image_mean)
+    with pytest.raises(CheckpointError, match="do_warp_to_fisheye is a step we do not reproduce"):
+        processor_preprocessing({"size": {"height": 32, "width": 32}, "do_warp_to_fisheye": True})
+    with pytest.raises(CheckpointError, match="'PPLCNetImageProcessor' is not one we reproduce"):
+        processor_preprocessing({"image_processor_type": "PPLCNetImageProcessor", "size": {"height": 256, "width": 256}})
+    # An old feature-extractor name reads as the class it became.
+    assert processor_preprocessing({"feature_extractor_type": "LevitFeatureExtractor", "size": 224,
+                                    "crop_size": 224}).crop_pct == pytest.approx(224 / 256.5)
+
+
 def test_onnx_export_gives_the_same_labels_and_custom_ops_are_refused(tmp_path):
     import onnx
 

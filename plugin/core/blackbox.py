@@ -34,6 +34,8 @@ class InputSpec:
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     device: str = "cpu"
     dtype: str = "float32"  # what predict_tensor wants: float32 | bfloat16 | float16
+    crop_offset: str = "round"  # a centre crop starts at half the leftover, rounded (timm) or floored (transformers)
+    bgr: bool = False  # the model sees BGR: normalised in RGB order, then the channels flipped
 
     def resize_size(self, h: int, w: int) -> tuple[int, int]:
         """Size of an ``h`` x ``w`` image after the model's resize, before its crop (timm rules)."""
@@ -46,6 +48,19 @@ class InputSpec:
             return (th, other) if h <= w else (other, th)
         ratio = min(h / th, w / tw)  # timm's ResizeKeepRatio
         return round(h / ratio), round(w / ratio)
+
+
+def crop_start(image_hw, crop_hw, rule: str = "round") -> np.ndarray:
+    """Where a centre crop of ``crop_hw`` starts in an image of ``image_hw``: ``(top, left)`` (or ``(n, 2)``).
+
+    Half the leftover, rounded half to even (torchvision and timm, ``"round"``)
+    or floored (transformers' processors, ``"floor"``): on an odd leftover the
+    two windows are one pixel apart. An image smaller than the crop is padded by
+    both to start at minus the floor of half the shortfall.
+    """
+    left = np.asarray(image_hw, dtype=np.int64) - np.asarray(crop_hw, dtype=np.int64)
+    half = left // 2 if rule == "floor" else np.round(left / 2.0).astype(np.int64)
+    return np.where(left < 0, -((-left) // 2), half)
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from plugin.core.blackbox import crop_start
 from plugin.core.images import as_rgb
 from plugin.core.recipe import Recipe
 
@@ -207,8 +208,10 @@ def resize_batch(images: Sequence, spec, device: str | None = None) -> list:
     for i, rgb in enumerate(rgbs):
         alone = dev.type == "cpu" and resized_alone(rgb)
         groups.setdefault((*rgb.shape[:2], i if alone else -1), []).append(i)
-    mode = {"bicubic": "bicubic", "nearest": "nearest"}.get(spec.interpolation, "bilinear")
-    kw = {} if mode == "nearest" else {"antialias": True, "align_corners": False}
+    mode = {"bicubic": "bicubic", "nearest": "nearest", "nearest-exact": "nearest-exact"}.get(spec.interpolation,
+                                                                                             "bilinear")
+    near = mode.startswith("nearest")
+    kw = {} if near else {"antialias": True, "align_corners": False}
     out: list = [None] * len(rgbs)
     for (*shape, _), idx in groups.items():
         first = rgbs[idx[0]]
@@ -222,7 +225,7 @@ def resize_batch(images: Sequence, spec, device: str | None = None) -> list:
         x = x.to(dev, non_blocking=True).permute(0, 3, 1, 2)
         size = spec.resize_size(*shape)
         if tuple(size) != tuple(shape):
-            if x.device.type != "cpu" or mode == "nearest":
+            if x.device.type != "cpu" or near:
                 x = torch.nn.functional.interpolate(x.float(), size=list(size), mode=mode, **kw)
                 x = x.round_().clamp_(0, 255).to(torch.uint8)
             else:
@@ -278,7 +281,7 @@ def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
             py, px = (ch - h) // 2, (cw - w) // 2
             canvas[idx, :, py : py + h, px : px + w] = torch.stack([resized[i] for i in idx])
     del resized
-    offset = np.round((image_hw - [oh, ow]) / 2.0).astype(int)  # torchvision's center_crop (half to even, as round())
+    offset = crop_start(image_hw, (oh, ow), spec.crop_offset)  # where the model's own centre crop starts
     out = torch.empty((n * k, 3, oh, ow), dtype=torch.float32, device=dev)
     if recipe.include_original:  # identity copies: a plain crop, no resampling
         originals = out.view(n, k, 3, oh, ow)
@@ -313,6 +316,8 @@ def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
     out.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+    if spec.bgr:  # normalised in RGB order, then flipped, as the model's processor does
+        out = out.flip(1)
     return out.to(getattr(torch, spec.dtype))
 
 

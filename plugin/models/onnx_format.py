@@ -144,7 +144,7 @@ class OnnxBlackBox(CountingBlackBox):
         p = self.preprocessing
         return InputSpec(size=(p.input_size[1], p.input_size[2]), crop_pct=p.crop_pct, crop_mode=p.crop_mode,
                          interpolation=p.interpolation, mean=tuple(p.mean), std=tuple(p.std), device="cpu",
-                         dtype="float32")
+                         dtype="float32", crop_offset=p.crop_offset, bgr=p.bgr)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         out = []

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from plugin.core.blackbox import CountingBlackBox, InputSpec
+from plugin.core.blackbox import CountingBlackBox, InputSpec, crop_start
 from plugin.core.errors import CheckpointError
 from plugin.core.images import as_rgb
 from plugin.models.checkpoint import load_checkpoint
@@ -20,7 +20,7 @@ from plugin.models.checkpoint import load_checkpoint
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """timm's eval transform, resolved from a ``pretrained_cfg``."""
+    """Eval preprocessing: timm's transform from a ``pretrained_cfg``, or a transformers image processor's."""
 
     input_size: tuple[int, int, int]
     interpolation: str
@@ -28,6 +28,8 @@ class Preprocessing:
     crop_mode: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    crop_offset: str = "round"  # where a centre crop starts: "round" half the leftover (timm), "floor" (transformers)
+    bgr: bool = False  # the model sees BGR (normalised in RGB order, then the channels flipped, as MobileViT)
 
     @classmethod
     def from_pretrained_cfg(cls, pretrained_cfg: dict, model=None) -> "Preprocessing":
@@ -54,9 +56,8 @@ class Preprocessing:
         from torchvision.transforms.v2 import functional as F
 
         _, h, w = self.input_size
-        interp = {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}.get(
-            self.interpolation, InterpolationMode.BILINEAR
-        )
+        interp = {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST,
+                  "nearest-exact": InterpolationMode.NEAREST_EXACT}.get(self.interpolation, InterpolationMode.BILINEAR)
         th, tw = math.floor(h / self.crop_pct), math.floor(w / self.crop_pct)
         out = []
         for img in images:
@@ -70,11 +71,16 @@ class Preprocessing:
                 ratio = min(ih / th, iw / tw)
                 size = [round(ih / ratio), round(iw / ratio)]
             t = F.resize(t, size, interpolation=interp, antialias=True)
-            out.append(F.center_crop(t, [h, w]))
+            top, left = crop_start(tuple(t.shape[-2:]), (h, w), self.crop_offset).tolist()
+            if top >= 0 and left >= 0:
+                out.append(t[:, top : top + h, left : left + w])
+            else:  # smaller than the crop: torchvision pads it, as transformers does
+                out.append(F.center_crop(t, [h, w]))
         batch = torch.stack(out).float().div_(255.0)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return (batch - mean) / std
+        batch = (batch - mean) / std
+        return batch.flip(1) if self.bgr else batch
 
 
 def pick_device(device: str | None = None) -> str:
@@ -129,7 +135,7 @@ class TorchBlackBox(CountingBlackBox):
         p = self.preprocessing
         return InputSpec(size=(p.input_size[1], p.input_size[2]), crop_pct=p.crop_pct, crop_mode=p.crop_mode,
                          interpolation=p.interpolation, mean=tuple(p.mean), std=tuple(p.std), device=self.device,
-                         dtype="bfloat16" if self.amp else "float32")
+                         dtype="bfloat16" if self.amp else "float32", crop_offset=p.crop_offset, bgr=p.bgr)
 
     def _forward(self, x) -> np.ndarray:
         return self._labels_on_device(x).cpu().numpy()
