@@ -289,6 +289,42 @@ def test_a_mobilevit_repo_is_investigated_on_the_bgr_input_it_was_trained_on(tmp
         assert float((got.float() - pixels).abs().max()) < 1e-4
 
 
+def test_a_trainer_finetune_of_a_timm_model_loads_with_its_pretrained_cfg(tmp_path):
+    """``model_type: timm_wrapper``: labels as timm's ``label_names``, preprocessing from ``pretrained_cfg`` in
+    ``config.json`` (no ``preprocessor_config.json``), as ``TimmWrapperImageProcessor`` reads them."""
+    import timm
+    import torch
+    from transformers import AutoImageProcessor, TimmWrapperConfig, TimmWrapperForImageClassification
+
+    torch.manual_seed(0)
+    pcfg = {k: v for k, v in timm.create_model("test_resnet", pretrained=False).pretrained_cfg.items()
+            if k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")}
+    labels = ["sandal", "sneaker", "boot"]
+    model = TimmWrapperForImageClassification(TimmWrapperConfig(
+        architecture="test_resnet", pretrained_cfg=pcfg, num_labels=3, id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)})).eval()
+    folder = tmp_path / "timm-wrapper"
+    model.save_pretrained(folder)
+    assert not (folder / "preprocessor_config.json").exists()
+    bb = formats.load_blackbox(folder)
+    assert bb.info.label_names == tuple(labels) and bb.num_classes == 3
+    seen = []
+    bb._model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    images = _images(6)
+    bb.predict(images)
+    from PIL import Image
+
+    theirs = AutoImageProcessor.from_pretrained(folder)([Image.fromarray(im) for im in images])["pixel_values"]
+    assert seen[0].shape == theirs.shape
+    assert float((seen[0] - theirs).abs().mean()) < 1e-3  # timm's PIL transform against our tensor one
+    # An architecture timm would fetch from the Hub, or no pretrained_cfg: refused before anything is built.
+    cfg = json.loads((folder / "config.json").read_text())
+    for bad in ({"architecture": "hf-hub:someone/net"}, {"pretrained_cfg": None}):
+        (folder / "config.json").write_text(json.dumps({**cfg, **bad}))
+        with pytest.raises(CheckpointError, match="timm"):
+            formats.load_blackbox(folder)
+
+
 def test_processor_defaults_come_from_its_class_and_unknown_steps_are_refused(tmp_path):
     import transformers
 

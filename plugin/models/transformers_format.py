@@ -132,7 +132,6 @@ class TransformersFormat:
         """Config, labels, preprocessing and weights headers (or the pickle allowlist); no model code."""
         from plugin.models.checkpoint import CheckpointInfo, check_safetensors_header, sha256_file
         from plugin.models.pickle_guard import check_checkpoint_pickles
-        from plugin.models.preprocessing import processor_preprocessing, read_processor_config
 
         raw = read_folder_config(folder) or {}
         why = refusal(raw)
@@ -150,14 +149,19 @@ class TransformersFormat:
             elif w == PICKLE:
                 check_checkpoint_pickles(folder / w)
         id2label = raw.get("id2label")
-        num_classes = len(id2label) if isinstance(id2label, dict) else int(raw.get("num_labels", 2) or 0)
+        # A timm wrapper keeps timm's num_classes and label_names where transformers keeps id2label.
+        count = raw.get("num_labels", raw.get("num_classes", 2))
+        if isinstance(id2label, dict):
+            num_classes = len(id2label)
+        elif isinstance(count, int) and not isinstance(count, bool):
+            num_classes = count
+        else:
+            raise CheckpointError(f"{folder}: num_labels {str(count)[:40]!r} is not a number of classes")
         if not 0 < num_classes <= MAX_NUM_CLASSES:
             raise CheckpointError(f"{folder}: {num_classes} classes (expected 1..{MAX_NUM_CLASSES})")
-        if not (folder / PREPROCESSOR).is_file():
-            raise CheckpointError(f"{folder}: no {PREPROCESSOR}; the model's preprocessing is unknown")
-        pre = processor_preprocessing(read_processor_config(folder / PREPROCESSOR))
+        pre = model_preprocessing(folder, raw)
         archs = raw.get("architectures") or [f"{raw.get('model_type')}ForImageClassification"]
-        files = (CONFIG, PREPROCESSOR, *weights)
+        files = (CONFIG, *((PREPROCESSOR,) if (folder / PREPROCESSOR).is_file() else ()), *weights)
         return CheckpointInfo(path=str(folder), architecture=str(archs[0]), num_classes=num_classes,
                               label_names=label_names_of({**raw, "num_classes": num_classes}),
                               pretrained_cfg={"input_size": list(pre.input_size)}, weights_file=weights[0],
@@ -178,13 +182,41 @@ class TransformersFormat:
 
     def load(self, folder: Path, **kwargs):
         """The model as a :class:`~plugin.models.torch_blackbox.TorchBlackBox`, its logits never leaving it."""
-        from plugin.models.preprocessing import processor_preprocessing, read_processor_config
         from plugin.models.torch_blackbox import TorchBlackBox
 
         info = self.preflight(folder)
         model = _build(folder, info)
-        pre = processor_preprocessing(read_processor_config(folder / PREPROCESSOR))
+        pre = model_preprocessing(folder, read_folder_config(folder) or {})
         return TorchBlackBox(logits_module(model), pre, info.num_classes, info=info, **kwargs)
+
+
+def model_preprocessing(folder: Path, config: dict):
+    """The model's own preprocessing: its ``preprocessor_config.json``, or a timm wrapper's ``pretrained_cfg``.
+
+    A Trainer fine-tune of a timm model (``model_type: timm_wrapper``) keeps its
+    processor in ``config.json``: timm's ``pretrained_cfg``, resolved as
+    ``TimmWrapperImageProcessor`` resolves it (timm's eval transform). Its
+    ``architecture`` must be a timm model that timm builds locally (never an
+    ``hf-hub:`` name, which timm would fetch).
+    """
+    from plugin.models.preprocessing import processor_preprocessing, read_processor_config
+    from plugin.models.torch_blackbox import Preprocessing
+
+    if (folder / PREPROCESSOR).is_file():
+        return processor_preprocessing(read_processor_config(folder / PREPROCESSOR))
+    if config.get("model_type") == "timm_wrapper":
+        import timm
+
+        arch = config.get("architecture")
+        if not isinstance(arch, str) or not timm.is_model(arch):
+            raise CheckpointError(f"{folder.name}: timm_wrapper architecture {str(arch)[:80]!r} is not a timm model "
+                                  f"that timm builds locally")
+        pcfg = config.get("pretrained_cfg")
+        if not isinstance(pcfg, dict) or not pcfg:
+            raise CheckpointError(f"{folder.name}: a timm_wrapper config with no pretrained_cfg; the model's "
+                                  f"preprocessing is unknown")
+        return Preprocessing.from_pretrained_cfg(pcfg)
+    raise CheckpointError(f"{folder}: no {PREPROCESSOR}; the model's preprocessing is unknown")
 
 
 def _build(folder: Path, info):
