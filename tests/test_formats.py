@@ -347,6 +347,46 @@ def test_processor_defaults_come_from_its_class_and_unknown_steps_are_refused(tm
                                     "crop_size": 224}).crop_pct == pytest.approx(224 / 256.5)
 
 
+@pytest.mark.parametrize("export", ["fp16", "channels-last", "wrong-size"])
+def test_onnx_exports_in_fp16_or_channels_last_are_fed_as_they_expect(tmp_path, export):
+    """An fp16 export takes float16, a TensorFlow-style export (N, H, W, 3); an input the preprocessing cannot
+    feed is refused before the run starts (not an onnxruntime error on the first batch)."""
+    import copy
+    import shutil
+
+    import torch
+    from transformers import ConvNextImageProcessor
+
+    model = tiny_resnet(["sandal", "sneaker", "boot"], seed=2)
+    src = write_transformers_repo(tmp_path / "torch", model)
+    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875).save_pretrained(src)
+
+    class Export(torch.nn.Module):
+        def __init__(self, m, nhwc):
+            super().__init__()
+            self.m, self.nhwc = m, nhwc
+
+        def forward(self, x):
+            return self.m(pixel_values=x.permute(0, 3, 1, 2) if self.nhwc else x).logits
+
+    net = copy.deepcopy(model).half() if export == "fp16" else model
+    x = {"fp16": torch.zeros(1, 3, 32, 32, dtype=torch.float16), "channels-last": torch.zeros(1, 32, 32, 3),
+         "wrong-size": torch.zeros(1, 3, 48, 48)}[export]
+    folder = tmp_path / export
+    folder.mkdir()
+    torch.onnx.export(Export(net, export == "channels-last"), x, str(folder / "model.onnx"), dynamo=False,
+                      input_names=["pixel_values"], output_names=["logits"],
+                      dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
+    for name in ("config.json", "preprocessor_config.json"):
+        shutil.copyfile(src / name, folder / name)
+    if export == "wrong-size":
+        with pytest.raises(CheckpointError, match=r"image input \['\?', 3, 48, 48\] does not take"):
+            formats.preflight(folder)
+        return
+    images = _images()
+    assert np.array_equal(formats.load_blackbox(folder).predict(images), formats.load_blackbox(src).predict(images))
+
+
 def test_onnx_export_gives_the_same_labels_and_custom_ops_are_refused(tmp_path):
     import onnx
 

@@ -21,6 +21,7 @@ from plugin.models.limits import MAX_NUM_CLASSES
 
 ONNX = "model.onnx"
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+INPUT_TYPES = frozenset({1, 10})  # TensorProto FLOAT, FLOAT16
 
 
 class OnnxFormat:
@@ -60,6 +61,7 @@ class OnnxFormat:
         if not n or n > MAX_NUM_CLASSES:
             raise CheckpointError(f"{folder.name}/{ONNX}: output shape {dims} names no class count")
         pre = onnx_preprocessing(folder, cfg)
+        input_layout(model, pre, f"{folder.name}/{ONNX}")
         files = [ONNX, *(f for f in (CONFIG, PREPROCESSOR) if (folder / f).is_file())]
         archs = cfg.get("architectures") or [cfg.get("architecture") or "onnx"]
         return CheckpointInfo(path=str(folder), architecture=f"onnx:{archs[0]}", num_classes=int(n),
@@ -95,6 +97,38 @@ def check_graph(model, where: str) -> None:
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
         raise CheckpointError(f"{where}: expected one image input (N, C, H, W), got {len(inputs)} inputs")
+    if inputs[0].type.tensor_type.elem_type not in INPUT_TYPES:
+        raise CheckpointError(f"{where}: image input of ONNX type {inputs[0].type.tensor_type.elem_type}; only float32 "
+                              f"and float16 inputs are fed")
+
+
+def input_layout(model, pre, where: str) -> bool:
+    """Whether the graph's image input is channels-last; refuses one the preprocessing cannot feed."""
+    inits = {t.name for t in model.graph.initializer}
+    inp = next(i for i in model.graph.input if i.name not in inits)
+    return channels_last([d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim],
+                         pre.input_size, where)
+
+
+def channels_last(shape, input_size, where: str) -> bool:
+    """Whether an image input of ``shape`` takes ``(N, H, W, 3)``, given the preprocessing's ``(3, H, W)``.
+
+    A static dim must be the preprocessing's: channels first ``(N, 3, H, W)``, as
+    transformers and timm export, or channels last, as TensorFlow exports. Anything
+    else would fail inside onnxruntime on the first batch, after the run started.
+    """
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    want = tuple(input_size)
+
+    def fits(expected):
+        return all(g is None or g == e for g, e in zip(dims[1:], expected))
+
+    if fits(want):
+        return False
+    if fits((want[1], want[2], want[0])):
+        return True
+    raise CheckpointError(f"{where}: image input {['?' if d is None else d for d in dims]} does not take the "
+                          f"preprocessing's {list(want)} images")
 
 
 def onnx_preprocessing(folder: Path, cfg: dict):
@@ -131,6 +165,9 @@ class OnnxBlackBox(CountingBlackBox):
         self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers())
         inp = self._session.get_inputs()[0]
         self._input = inp.name
+        self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32  # an fp16 export takes fp16
+        # A TensorFlow export takes channels last: the same images, transposed at the session's door.
+        self._channels_last = channels_last(inp.shape, preprocessing.input_size, path.name)
         first = inp.shape[0]
         self._static = isinstance(first, int) and first > 0  # a static batch dim is kept: the last chunk is padded
         self._batch = first if self._static else batch_size
@@ -154,8 +191,10 @@ class OnnxBlackBox(CountingBlackBox):
             pad = self._batch - n if self._static else 0
             if pad > 0:  # keep only the chunk's own rows
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            logits = self._session.run(None, {self._input: np.ascontiguousarray(chunk, np.float32)})[0]
-            out.append(np.asarray(logits).argmax(axis=1)[:n])
+            if self._channels_last:
+                chunk = chunk.transpose(0, 2, 3, 1)
+            logits = self._session.run(None, {self._input: np.ascontiguousarray(chunk, self._dtype)})[0]
+            out.append(np.asarray(logits, dtype=np.float32).argmax(axis=1)[:n])
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     def _predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
