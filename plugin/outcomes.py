@@ -7,7 +7,7 @@ is the one place that decides what an exception is called; the ledger
 """
 from __future__ import annotations
 
-from plugin.core.errors import CheckpointError, HubError, UnsafeCheckpointError
+from plugin.core.errors import CheckpointError, HubError, UnsafeCheckpointError, UnsupportedCheckpointError
 from plugin.models.limits import ResourceLimitError
 
 TAG_PREFIX = "domain_finder."
@@ -18,6 +18,7 @@ SKIPPED_DOCUMENTED = "skipped-documented"
 SKIPPED_ENCODER = "skipped-encoder"
 REFUSED_UNSAFE = "refused-unsafe"
 FAILED_CORRUPT = "failed-corrupt"
+FAILED_UNSUPPORTED = "failed-unsupported"  # well-formed, in a form we do not reproduce (an image processor...)
 FAILED = "failed"
 ALREADY_AUDITED = "already-audited"
 # Decided from the listing's files and config, before any download. An unsupported format is a row with
@@ -25,9 +26,10 @@ ALREADY_AUDITED = "already-audited"
 # runs table), settled for its sha like an invalid repo id.
 REFUSED_REMOTE_CODE = "refused-remote-code"
 SKIPPED_UNSUPPORTED_FORMAT = "skipped-unsupported-format"
-OUTCOMES = (INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_UNSAFE, FAILED_CORRUPT, REFUSED_REMOTE_CODE,
-            SKIPPED_UNSUPPORTED_FORMAT)
-DETERMINISTIC = (REFUSED_UNSAFE, FAILED_CORRUPT)  # verdicts about the files: not retried for the same sha
+OUTCOMES = (INVESTIGATE, SKIPPED_DOCUMENTED, SKIPPED_ENCODER, REFUSED_UNSAFE, FAILED_CORRUPT, FAILED_UNSUPPORTED,
+            REFUSED_REMOTE_CODE, SKIPPED_UNSUPPORTED_FORMAT)
+# Verdicts about the files: not retried for the same sha.
+DETERMINISTIC = (REFUSED_UNSAFE, FAILED_CORRUPT, FAILED_UNSUPPORTED)
 
 # -- failure categories: every FAILED child run of a scan carries one --------------
 INVALID_REPO = "invalid-repo"
@@ -35,9 +37,10 @@ HUB_ERROR = "hub-error"
 TIMEOUT = "timeout"
 RESOURCE_LIMIT = "resource-limit"
 CRASH = "crash"
-CATEGORIES = (REFUSED_UNSAFE, REFUSED_REMOTE_CODE, INVALID_REPO, FAILED_CORRUPT, HUB_ERROR, TIMEOUT, RESOURCE_LIMIT,
-              CRASH)
-PERMANENT = (REFUSED_UNSAFE, FAILED_CORRUPT, INVALID_REPO, REFUSED_REMOTE_CODE)  # settled when the bytes were verified
+CATEGORIES = (REFUSED_UNSAFE, REFUSED_REMOTE_CODE, INVALID_REPO, FAILED_CORRUPT, FAILED_UNSUPPORTED, HUB_ERROR, TIMEOUT,
+              RESOURCE_LIMIT, CRASH)
+# Settled when the bytes were verified.
+PERMANENT = (REFUSED_UNSAFE, FAILED_CORRUPT, FAILED_UNSUPPORTED, INVALID_REPO, REFUSED_REMOTE_CODE)
 SETTLED_UNVERIFIED = (INVALID_REPO, REFUSED_REMOTE_CODE)  # ... or at once: decided from the name or config, not bytes
 TRANSIENT = (HUB_ERROR, TIMEOUT, RESOURCE_LIMIT, CRASH)  # retried on later scans, with a backoff
 
@@ -74,6 +77,8 @@ def failure_category(e: BaseException, unknown: str = CRASH) -> str:
         return TIMEOUT
     if isinstance(e, HubError):
         return HUB_ERROR
+    if isinstance(e, UnsupportedCheckpointError):
+        return FAILED_UNSUPPORTED
     if isinstance(e, CheckpointError):
         return FAILED_CORRUPT
     if isinstance(e, RuntimeError) and any(m in str(e) for m in _ALLOC_FAILURES):

@@ -16,8 +16,8 @@ import mlflow
 import pytest
 
 from plugin.demo import hub as demo_hub
-from plugin.outcomes import (FAILED_CORRUPT, INVESTIGATE, REFUSED_REMOTE_CODE, REFUSED_UNSAFE, SKIPPED_DOCUMENTED,
-                             SKIPPED_ENCODER)
+from plugin.outcomes import (FAILED_CORRUPT, FAILED_UNSUPPORTED, INVESTIGATE, REFUSED_REMOTE_CODE, REFUSED_UNSAFE,
+                             SKIPPED_DOCUMENTED, SKIPPED_ENCODER)
 from crawler.scan import ALREADY_AUDITED, scan
 from plugin.core.recipe import Recipe
 from plugin.tracking import TAG_PREFIX, flag_tags, flags_of_tags
@@ -49,6 +49,11 @@ def small_hub(tmp_path):
     demo_root = demo_hub_root()
     demo_hub.build_demo_hub(demo_root)
     shutil.copytree(demo_root / "demo" / "truncated-weights", hub / "t" / "truncated")
+    from transformers import PPLCNetImageProcessor  # its own short-side rounding and BGR: refused by name
+
+    from plugin.demo.hf_repos import tiny_vit, write_transformers_repo
+
+    write_transformers_repo(hub / "t" / "pplcnet", tiny_vit(["a", "b"]), PPLCNetImageProcessor())
     return hub
 
 
@@ -65,8 +70,9 @@ def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
     first = scan(spec, recipe=FAST, timeout_s=300)
     assert first.outcomes() == {"t/alpha": INVESTIGATE, "t/beta": INVESTIGATE, "t/encoder": SKIPPED_ENCODER,
                                 "t/documented": SKIPPED_DOCUMENTED, "t/unsafe": REFUSED_UNSAFE,
-                                "t/truncated": FAILED_CORRUPT}
+                                "t/truncated": FAILED_CORRUPT, "t/pplcnet": FAILED_UNSUPPORTED}
     rows = {r.repo: r for r in first.rows}
+    assert "'PPLCNetImageProcessor' is not one we reproduce" in rows["t/pplcnet"].reason
     assert "undocumented score" in rows["t/documented"].reason
     assert "UnsafeCheckpointError" in rows["t/unsafe"].reason
     assert rows["t/alpha"].queries and rows["t/alpha"].classes_found.endswith("/3")
@@ -74,7 +80,7 @@ def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
         if r.outcome == INVESTIGATE:
             assert r.flags == flags_of_tags(mlflow.get_run(r.run_id).data.tags)
     kids = _child_runs(first.run_id)
-    assert len(kids) == 4
+    assert len(kids) == 5
     _check_failures(kids)
     assert not marker.exists()
     parent = mlflow.get_run(first.run_id)
@@ -85,7 +91,7 @@ def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
 
     second = scan(spec, recipe=FAST)
     assert {r for r, o in second.outcomes().items() if o == ALREADY_AUDITED} == \
-        {"t/alpha", "t/beta", "t/unsafe", "t/truncated"}
+        {"t/alpha", "t/beta", "t/unsafe", "t/truncated", "t/pplcnet"}
     assert _child_runs(second.run_id) == []
 
     demo_hub.bump_repo(small_hub, "t/beta")

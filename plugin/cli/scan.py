@@ -139,8 +139,8 @@ def add_scan_parser(subparsers) -> argparse.ArgumentParser:
                     "tracking store are skipped, so rerunning a scan only does new work.",
         epilog="exit codes: 0 every repo ended well (investigated, skipped or already audited); 4 the scan ran to "
                "the end but some repos failed (each has a FAILED run with a category: refused-unsafe, invalid-repo, "
-               "failed-corrupt, hub-error, timeout, resource-limit, crash) or the listing stopped early; "
-               "2 bad input; 3 hub unreachable; 1 unexpected error.")
+               "failed-corrupt, failed-unsupported, hub-error, timeout, resource-limit, crash) or the listing "
+               "stopped early; 2 bad input; 3 hub unreachable; 1 unexpected error.")
     add_scan_options(s)
     s.set_defaults(func=cmd_scan)
     return s

@@ -43,6 +43,13 @@ class UnsafeCheckpointError(CheckpointError):
     """A checkpoint was refused because loading it could execute code."""
 
 
+class UnsupportedCheckpointError(CheckpointError):
+    """A well-formed checkpoint in a form we do not reproduce exactly (an image processor, an input layout).
+
+    Refused with its name rather than guessed; nothing about the files is broken.
+    """
+
+
 class QueryBudgetExceeded(DomainFinderError, RuntimeError):
     """A black box was asked for more queries than its budget allows."""
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from plugin.core.blackbox import CountingBlackBox, InputSpec
-from plugin.core.errors import CheckpointError, UnsafeCheckpointError
+from plugin.core.errors import CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError
 from plugin.models.format_types import PREPROCESSOR, Detected, read_folder_config
 from plugin.models.hub_layout import CONFIG, is_classifier, label_names_of
 from plugin.models.limits import MAX_NUM_CLASSES
@@ -92,14 +92,15 @@ def check_graph(model, where: str) -> None:
                                     f"runs a native library)")
     for t in model.graph.initializer:
         if t.data_location == t.EXTERNAL:
-            raise CheckpointError(f"{where}: tensor {t.name[:60]!r} keeps its data in an external file; not supported")
+            raise UnsupportedCheckpointError(f"{where}: tensor {t.name[:60]!r} keeps its data in an external file; "
+                                             f"not supported")
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
-        raise CheckpointError(f"{where}: expected one image input (N, C, H, W), got {len(inputs)} inputs")
+        raise UnsupportedCheckpointError(f"{where}: expected one image input (N, C, H, W), got {len(inputs)} inputs")
     if inputs[0].type.tensor_type.elem_type not in INPUT_TYPES:
-        raise CheckpointError(f"{where}: image input of ONNX type {inputs[0].type.tensor_type.elem_type}; only float32 "
-                              f"and float16 inputs are fed")
+        raise UnsupportedCheckpointError(f"{where}: image input of ONNX type {inputs[0].type.tensor_type.elem_type}; "
+                                         f"only float32 and float16 inputs are fed")
 
 
 def input_layout(model, pre, where: str) -> bool:
@@ -127,8 +128,8 @@ def channels_last(shape, input_size, where: str) -> bool:
         return False
     if fits((want[1], want[2], want[0])):
         return True
-    raise CheckpointError(f"{where}: image input {['?' if d is None else d for d in dims]} does not take the "
-                          f"preprocessing's {list(want)} images")
+    raise UnsupportedCheckpointError(f"{where}: image input {['?' if d is None else d for d in dims]} does not take "
+                                     f"the preprocessing's {list(want)} images")
 
 
 def onnx_preprocessing(folder: Path, cfg: dict):

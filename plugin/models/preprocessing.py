@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from plugin.core.errors import CheckpointError
+from plugin.core.errors import CheckpointError, UnsupportedCheckpointError
 from plugin.models.hub_layout import parse_config_text
 from plugin.models.limits import MAX_CONFIG_BYTES, MAX_INPUT_SIDE, ResourceLimitError
 
@@ -72,7 +72,7 @@ def _hw(v, what: str, square_default: bool) -> tuple[str, tuple[int, int] | int]
             return "square", (_side(v["height"], f"{what}.height"), _side(v["width"], f"{what}.width"))
         if "shortest_edge" in v and v.get("longest_edge") is None:
             return "shortest", _side(v["shortest_edge"], f"{what}.shortest_edge")
-        raise CheckpointError(f"preprocessor_config.json: {what} {str(v)[:80]} gives no fixed input size")
+        raise UnsupportedCheckpointError(f"preprocessor_config.json: {what} {str(v)[:80]} gives no fixed input size")
     if isinstance(v, (list, tuple)) and len(v) == 2:
         return "square", (_side(v[0], what), _side(v[1], what))
     side = _side(v, what)
@@ -133,19 +133,20 @@ def processor_preprocessing(cfg: dict):
 
     kind = str(cfg.get("image_processor_type") or cfg.get("feature_extractor_type") or "")
     if kind and processor_name(kind) not in REPRODUCED:
-        raise CheckpointError(f"preprocessor_config.json: image processor {kind[:60]!r} is not one we reproduce "
-                              f"(its own resize or pixel steps); supported: ViT, DeiT, BEiT, ConvNeXt, BiT, CLIP, "
-                              f"SigLIP, EfficientNet, LeViT, MobileNet, MobileViT, PoolFormer, PVT, SegFormer")
+        raise UnsupportedCheckpointError(
+            f"preprocessor_config.json: image processor {kind[:60]!r} is not one we reproduce (its own resize or "
+            f"pixel steps); supported: ViT, DeiT, BEiT, ConvNeXt, BiT, CLIP, SigLIP, EfficientNet, LeViT, MobileNet, "
+            f"MobileViT, PoolFormer, PVT, SegFormer")
     cfg = {**_class_defaults(kind), **cfg}
     unknown = sorted(k for k, v in cfg.items() if k.startswith("do_") and v and k not in _KNOWN_STEPS)
     if unknown:
-        raise CheckpointError(f"preprocessor_config.json: {unknown[0][:40]} is a step we do not reproduce")
+        raise UnsupportedCheckpointError(f"preprocessor_config.json: {unknown[0][:40]} is a step we do not reproduce")
     resample = cfg.get("resample", 2)
     if resample not in PIL_RESAMPLE:
-        raise CheckpointError(f"preprocessor_config.json: resample {str(resample)[:20]} is not one we reproduce "
-                              f"(0 nearest, 2 bilinear, 3 bicubic)")
+        raise UnsupportedCheckpointError(f"preprocessor_config.json: resample {str(resample)[:20]} is not one we "
+                                         f"reproduce (0 nearest, 2 bilinear, 3 bicubic)")
     if not _on(cfg, "do_resize", True):
-        raise CheckpointError("preprocessor_config.json: do_resize is false; the input size is not fixed")
+        raise UnsupportedCheckpointError("preprocessor_config.json: do_resize is false; the input size is not fixed")
     if isinstance(cfg.get("default_to_square"), bool):
         square_default = cfg["default_to_square"]
     else:
@@ -162,7 +163,8 @@ def processor_preprocessing(cfg: dict):
         else:
             ch, cw = crop
             if ch * w != cw * h or ch > h:
-                raise CheckpointError(f"preprocessor_config.json: crop {ch}x{cw} is not in the ratio of size {h}x{w}")
+                raise UnsupportedCheckpointError(f"preprocessor_config.json: crop {ch}x{cw} is not in the ratio of "
+                                                 f"size {h}x{w}")
             # +0.5: floor(crop / crop_pct) lands on the resize size despite float rounding.
             input_hw, crop_pct, mode = (ch, cw), ch / (h + 0.5), "squash"
     elif pct_set and (crop is None or crop == (size, size)):
@@ -179,14 +181,15 @@ def processor_preprocessing(cfg: dict):
             s = int((256 / 224) * s)
         ch, cw = crop
         if ch != cw or ch > s:
-            raise CheckpointError(f"preprocessor_config.json: crop {ch}x{cw} after a shorter side of {s} is not a "
-                                  f"square centre crop we reproduce")
+            raise UnsupportedCheckpointError(f"preprocessor_config.json: crop {ch}x{cw} after a shorter side of {s} "
+                                             f"is not a square centre crop we reproduce")
         input_hw, crop_pct, mode = (ch, cw), ch / (s + 0.5), "center"
     elif crop is not None:
-        raise CheckpointError(f"preprocessor_config.json: crop_pct with a crop {crop} other than the size "
-                              f"{size} is not a form we reproduce")
+        raise UnsupportedCheckpointError(f"preprocessor_config.json: crop_pct with a crop {crop} other than the "
+                                         f"size {size} is not a form we reproduce")
     else:
-        raise CheckpointError("preprocessor_config.json: a shortest_edge resize with no crop gives no fixed input size")
+        raise UnsupportedCheckpointError("preprocessor_config.json: a shortest_edge resize with no crop gives no "
+                                         "fixed input size")
     # Every step after the crop is affine per channel: x * factor - offset, less mean, over std
     # (EfficientNet's include_top divides by std once more), folded into one mean and std.
     factor = float(cfg.get("rescale_factor", 1 / 255)) if _on(cfg, "do_rescale", True) else 1.0

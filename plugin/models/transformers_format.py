@@ -23,7 +23,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from plugin.core.errors import CheckpointError
+from plugin.core.errors import CheckpointError, UnsupportedCheckpointError
 from plugin.core.settings import offline
 from plugin.models.format_types import PREPROCESSOR, Detected, RemoteCodeError, read_folder_config
 from plugin.models.hub_layout import CONFIG, SAFETENSORS, label_names_of
@@ -209,8 +209,8 @@ def model_preprocessing(folder: Path, config: dict):
 
         arch = config.get("architecture")
         if not isinstance(arch, str) or not timm.is_model(arch):
-            raise CheckpointError(f"{folder.name}: timm_wrapper architecture {str(arch)[:80]!r} is not a timm model "
-                                  f"that timm builds locally")
+            raise UnsupportedCheckpointError(f"{folder.name}: timm_wrapper architecture {str(arch)[:80]!r} is not a "
+                                             f"timm model that timm builds locally")
         pcfg = config.get("pretrained_cfg")
         if not isinstance(pcfg, dict) or not pcfg:
             raise CheckpointError(f"{folder.name}: a timm_wrapper config with no pretrained_cfg; the model's "
