@@ -317,12 +317,18 @@ def test_a_trainer_finetune_of_a_timm_model_loads_with_its_pretrained_cfg(tmp_pa
     theirs = AutoImageProcessor.from_pretrained(folder)([Image.fromarray(im) for im in images])["pixel_values"]
     assert seen[0].shape == theirs.shape
     assert float((seen[0] - theirs).abs().mean()) < 1e-3  # timm's PIL transform against our tensor one
-    # An architecture timm would fetch from the Hub, or no pretrained_cfg: refused before anything is built.
+    # An architecture timm would fetch from the Hub, model_args naming a file (timm.create_model would read it),
+    # or no pretrained_cfg: refused before anything is built.
     cfg = json.loads((folder / "config.json").read_text())
-    for bad in ({"architecture": "hf-hub:someone/net"}, {"pretrained_cfg": None}):
+    for bad, error in (({"architecture": "hf-hub:someone/net"}, "not a timm model that timm builds locally"),
+                       ({"model_args": {"checkpoint_path": "/etc/hostname"}}, "checkpoint_path"),
+                       ({"pretrained_cfg": None}, "no pretrained_cfg")):
         (folder / "config.json").write_text(json.dumps({**cfg, **bad}))
-        with pytest.raises(CheckpointError, match="timm"):
+        with pytest.raises(CheckpointError, match=error):
             formats.load_blackbox(folder)
+    with pytest.raises(UnsafeCheckpointError):  # the scan files it as refused-unsafe
+        (folder / "config.json").write_text(json.dumps({**cfg, "model_args": {"checkpoint_path": "/etc/hostname"}}))
+        formats.preflight(folder)
 
 
 def test_processor_defaults_come_from_its_class_and_unknown_steps_are_refused(tmp_path):

@@ -163,8 +163,8 @@ def processor_preprocessing(cfg: dict):
         else:
             ch, cw = crop
             if ch * w != cw * h or ch > h:
-                raise UnsupportedCheckpointError(f"preprocessor_config.json: crop {ch}x{cw} is not in the ratio of "
-                                                 f"size {h}x{w}")
+                raise UnsupportedCheckpointError(f"preprocessor_config.json: crop {ch}x{cw} is not a centre crop "
+                                                 f"in the ratio of size {h}x{w}")
             # +0.5: floor(crop / crop_pct) lands on the resize size despite float rounding.
             input_hw, crop_pct, mode = (ch, cw), ch / (h + 0.5), "squash"
     elif pct_set and (crop is None or crop == (size, size)):

@@ -159,6 +159,8 @@ class TransformersFormat:
             raise CheckpointError(f"{folder}: num_labels {str(count)[:40]!r} is not a number of classes")
         if not 0 < num_classes <= MAX_NUM_CLASSES:
             raise CheckpointError(f"{folder}: {num_classes} classes (expected 1..{MAX_NUM_CLASSES})")
+        if raw.get("model_type") == "timm_wrapper":
+            check_timm_wrapper(folder, raw)
         pre = model_preprocessing(folder, raw)
         archs = raw.get("architectures") or [f"{raw.get('model_type')}ForImageClassification"]
         files = (CONFIG, *((PREPROCESSOR,) if (folder / PREPROCESSOR).is_file() else ()), *weights)
@@ -190,14 +192,34 @@ class TransformersFormat:
         return TorchBlackBox(logits_module(model), pre, info.num_classes, info=info, **kwargs)
 
 
+def check_timm_wrapper(folder: Path, config: dict) -> None:
+    """A Trainer fine-tune of a timm model (``model_type: timm_wrapper``) builds a timm model: check what it asks.
+
+    transformers calls ``timm.create_model(architecture, pretrained=False, **model_args)``. So the
+    architecture must be one timm builds locally (never an ``hf-hub:`` name, which timm would
+    fetch), and ``model_args`` pass the timm format's allowlist (no ``checkpoint_path``...).
+
+    Raises:
+        UnsupportedCheckpointError: an architecture timm does not build locally.
+        UnsafeCheckpointError: a ``model_args`` key that names a file, a URL or another config.
+    """
+    import timm
+
+    from plugin.models.hub_layout import safe_model_args
+
+    arch = config.get("architecture")
+    if not isinstance(arch, str) or not timm.is_model(arch):
+        raise UnsupportedCheckpointError(f"{folder.name}: timm_wrapper architecture {str(arch)[:80]!r} is not a "
+                                         f"timm model that timm builds locally")
+    safe_model_args(config, f"{folder.name}/{CONFIG}")
+
+
 def model_preprocessing(folder: Path, config: dict):
     """The model's own preprocessing: its ``preprocessor_config.json``, or a timm wrapper's ``pretrained_cfg``.
 
-    A Trainer fine-tune of a timm model (``model_type: timm_wrapper``) keeps its
-    processor in ``config.json``: timm's ``pretrained_cfg``, resolved as
-    ``TimmWrapperImageProcessor`` resolves it (timm's eval transform). Its
-    ``architecture`` must be a timm model that timm builds locally (never an
-    ``hf-hub:`` name, which timm would fetch).
+    A Trainer fine-tune of a timm model keeps its processor in ``config.json``:
+    timm's ``pretrained_cfg``, resolved as ``TimmWrapperImageProcessor`` resolves
+    it (timm's eval transform).
     """
     from plugin.models.preprocessing import processor_preprocessing, read_processor_config
     from plugin.models.torch_blackbox import Preprocessing
@@ -205,12 +227,6 @@ def model_preprocessing(folder: Path, config: dict):
     if (folder / PREPROCESSOR).is_file():
         return processor_preprocessing(read_processor_config(folder / PREPROCESSOR))
     if config.get("model_type") == "timm_wrapper":
-        import timm
-
-        arch = config.get("architecture")
-        if not isinstance(arch, str) or not timm.is_model(arch):
-            raise UnsupportedCheckpointError(f"{folder.name}: timm_wrapper architecture {str(arch)[:80]!r} is not a "
-                                             f"timm model that timm builds locally")
         pcfg = config.get("pretrained_cfg")
         if not isinstance(pcfg, dict) or not pcfg:
             raise CheckpointError(f"{folder.name}: a timm_wrapper config with no pretrained_cfg; the model's "
