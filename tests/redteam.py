@@ -227,6 +227,10 @@ def build_suite(root: str | Path) -> list[Attack]:
         "config-cfg-overlay-file": ("refused-unsafe", lambda f: _config(
             f, model_args={"pretrained_cfg_overlay": {"file": "/etc/hostname"}})),
         "config-json-list": ("failed-corrupt", lambda f: (f / "config.json").write_text('["architecture"]')),
+        # A Trainer fine-tune of a timm model: transformers hands its model_args to timm.create_model.
+        "config-timm-wrapper-checkpoint-path": ("refused-unsafe", lambda f: _config(
+            f, architectures=["TimmWrapperForImageClassification"], model_type="timm_wrapper",
+            model_args={"checkpoint_path": "/etc/hostname"})),
         "config-5mib-string": ("resource-limit", lambda f: _config(f, junk="x" * (5 * 2**20))),
     }
     for name, (expect, mutate) in configs.items():
