@@ -54,6 +54,16 @@ def small_hub(tmp_path):
     from plugin.demo.hf_repos import tiny_vit, write_transformers_repo
 
     write_transformers_repo(hub / "t" / "pplcnet", tiny_vit(["a", "b"]), PPLCNetImageProcessor())
+    # A Trainer fine-tune of a timm model: labels and preprocessing in config.json, no preprocessor_config.json.
+    import timm
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    pcfg = {k: v for k, v in timm.create_model("test_resnet", pretrained=False).pretrained_cfg.items()
+            if k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")}
+    labels = ["sandal", "sneaker", "boot"]
+    TimmWrapperForImageClassification(TimmWrapperConfig(
+        architecture="test_resnet", pretrained_cfg=pcfg, num_labels=3, id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)})).save_pretrained(hub / "t" / "timm-wrapper")
     return hub
 
 
@@ -70,17 +80,19 @@ def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
     first = scan(spec, recipe=FAST, timeout_s=300)
     assert first.outcomes() == {"t/alpha": INVESTIGATE, "t/beta": INVESTIGATE, "t/encoder": SKIPPED_ENCODER,
                                 "t/documented": SKIPPED_DOCUMENTED, "t/unsafe": REFUSED_UNSAFE,
-                                "t/truncated": FAILED_CORRUPT, "t/pplcnet": FAILED_UNSUPPORTED}
+                                "t/truncated": FAILED_CORRUPT, "t/pplcnet": FAILED_UNSUPPORTED,
+                                "t/timm-wrapper": INVESTIGATE}
     rows = {r.repo: r for r in first.rows}
     assert "'PPLCNetImageProcessor' is not one we reproduce" in rows["t/pplcnet"].reason
     assert "undocumented score" in rows["t/documented"].reason
     assert "UnsafeCheckpointError" in rows["t/unsafe"].reason
     assert rows["t/alpha"].queries and rows["t/alpha"].classes_found.endswith("/3")
+    assert rows["t/timm-wrapper"].queries and rows["t/timm-wrapper"].classes_found.endswith("/3")
     for r in first.rows:  # each investigated row shows its run's flags, whatever they are
         if r.outcome == INVESTIGATE:
             assert r.flags == flags_of_tags(mlflow.get_run(r.run_id).data.tags)
     kids = _child_runs(first.run_id)
-    assert len(kids) == 5
+    assert len(kids) == 6
     _check_failures(kids)
     assert not marker.exists()
     parent = mlflow.get_run(first.run_id)
@@ -91,7 +103,7 @@ def test_scan_dir_source_incremental(small_hub, tmp_path, monkeypatch):
 
     second = scan(spec, recipe=FAST)
     assert {r for r, o in second.outcomes().items() if o == ALREADY_AUDITED} == \
-        {"t/alpha", "t/beta", "t/unsafe", "t/truncated", "t/pplcnet"}
+        {"t/alpha", "t/beta", "t/unsafe", "t/truncated", "t/pplcnet", "t/timm-wrapper"}
     assert _child_runs(second.run_id) == []
 
     demo_hub.bump_repo(small_hub, "t/beta")
@@ -219,11 +231,11 @@ def test_sigkill_then_rerun_no_duplicates(small_hub, tmp_path, monkeypatch):
         key = (r.data.tags[TAG_PREFIX + "model_id"], r.data.tags[TAG_PREFIX + "revision"])
         if r.info.status == "FINISHED":
             finished[key] = finished.get(key, 0) + 1
-    assert set(k[0] for k in finished) == {"t/alpha", "t/beta"}
+    assert set(k[0] for k in finished) == {"t/alpha", "t/beta", "t/timm-wrapper"}
     assert all(v == 1 for v in finished.values()), finished
     _check_failures(runs)
     failed = [r for r in runs if r.info.status == "FAILED"]
-    assert {r.data.tags[TAG_PREFIX + "model_id"] for r in failed} >= {"t/unsafe", "t/truncated"}
+    assert {r.data.tags[TAG_PREFIX + "model_id"] for r in failed} >= {"t/unsafe", "t/truncated", "t/pplcnet"}
     assert not marker.exists()
 
 
