@@ -52,7 +52,7 @@ class OnnxFormat:
         except Exception as e:  # noqa: BLE001 - protobuf raises its own types; all mean "not an ONNX file"
             raise CheckpointError(f"{folder.name}/{ONNX}: not a readable ONNX model ({type(e).__name__}: "
                                   f"{str(e)[:200]})") from e
-        check_graph(model, f"{folder.name}/{ONNX}")
+        image = check_graph(model, f"{folder.name}/{ONNX}")
         cfg = read_folder_config(folder) or {}
         outputs = model.graph.output
         dims = [d.dim_value if d.HasField("dim_value") else None for d in outputs[0].type.tensor_type.shape.dim]
@@ -61,7 +61,8 @@ class OnnxFormat:
         if not n or n > MAX_NUM_CLASSES:
             raise CheckpointError(f"{folder.name}/{ONNX}: output shape {dims} names no class count")
         pre = onnx_preprocessing(folder, cfg)
-        input_layout(model, pre, f"{folder.name}/{ONNX}")
+        channels_last([d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim],
+                      pre.input_size, f"{folder.name}/{ONNX}")
         files = [ONNX, *(f for f in (CONFIG, PREPROCESSOR) if (folder / f).is_file())]
         archs = cfg.get("architectures") or [cfg.get("architecture") or "onnx"]
         return CheckpointInfo(path=str(folder), architecture=f"onnx:{archs[0]}", num_classes=int(n),
@@ -75,8 +76,11 @@ class OnnxFormat:
                             info.num_classes, info=info, **kwargs)
 
 
-def check_graph(model, where: str) -> None:
+def check_graph(model, where: str):
     """Refuses custom-op domains (nodes, opsets, functions) and external data; checks one 4-D image input.
+
+    Returns:
+        The graph's image input (its ``ValueInfoProto``).
 
     Raises:
         UnsafeCheckpointError: a custom-op domain.
@@ -101,14 +105,7 @@ def check_graph(model, where: str) -> None:
     if inputs[0].type.tensor_type.elem_type not in INPUT_TYPES:
         raise UnsupportedCheckpointError(f"{where}: image input of ONNX type {inputs[0].type.tensor_type.elem_type}; "
                                          f"only float32 and float16 inputs are fed")
-
-
-def input_layout(model, pre, where: str) -> bool:
-    """Whether the graph's image input is channels-last; refuses one the preprocessing cannot feed."""
-    inits = {t.name for t in model.graph.initializer}
-    inp = next(i for i in model.graph.input if i.name not in inits)
-    return channels_last([d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim],
-                         pre.input_size, where)
+    return inputs[0]
 
 
 def channels_last(shape, input_size, where: str) -> bool:

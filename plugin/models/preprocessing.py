@@ -52,8 +52,6 @@ REPRODUCED = frozenset({
 # ``do_*`` steps that leave a classifier's pixels alone (labels, RGB conversion, batching) or that we reproduce.
 _KNOWN_STEPS = {"do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_flip_channel_order",
                 "do_convert_rgb", "do_reduce_labels"}
-# Processors whose int ``size`` meant the shorter side (transformers' default_to_square=False).
-_SHORTEST_EDGE_TYPES = ("ConvNext", "CLIP", "Bit", "MobileNet", "EfficientFormer", "PoolFormer", "LevitI", "Dinov2")
 
 
 def _side(v, what: str) -> int:
@@ -137,7 +135,8 @@ def processor_preprocessing(cfg: dict):
             f"preprocessor_config.json: image processor {kind[:60]!r} is not one we reproduce (its own resize or "
             f"pixel steps); supported: ViT, DeiT, BEiT, ConvNeXt, BiT, CLIP, SigLIP, EfficientNet, LeViT, MobileNet, "
             f"MobileViT, PoolFormer, PVT, SegFormer")
-    cfg = {**_class_defaults(kind), **cfg}
+    defaults = _class_defaults(kind)
+    cfg = {**defaults, **cfg}
     unknown = sorted(k for k, v in cfg.items() if k.startswith("do_") and v and k not in _KNOWN_STEPS)
     if unknown:
         raise UnsupportedCheckpointError(f"preprocessor_config.json: {unknown[0][:40]} is a step we do not reproduce")
@@ -147,10 +146,11 @@ def processor_preprocessing(cfg: dict):
                                          f"reproduce (0 nearest, 2 bilinear, 3 bicubic)")
     if not _on(cfg, "do_resize", True):
         raise UnsupportedCheckpointError("preprocessor_config.json: do_resize is false; the input size is not fixed")
-    if isinstance(cfg.get("default_to_square"), bool):
-        square_default = cfg["default_to_square"]
-    else:
-        square_default = not (kind.startswith(_SHORTEST_EDGE_TYPES) or "crop_pct" in cfg)
+    # Whether an int size is a square or the shorter side: the class says (ConvNeXt, CLIP: shorter side);
+    # with no class, crop_pct only goes with a shorter side.
+    square_default = cfg.get("default_to_square")
+    if not isinstance(square_default, bool):
+        square_default = defaults.get("default_to_square", "crop_pct" not in cfg)
     form, size = _hw(cfg.get("size", 224), "size", square_default)
     crop = None
     if _on(cfg, "do_center_crop", "crop_size" in cfg and form == "shortest") and cfg.get("crop_size") is not None:
