@@ -232,10 +232,10 @@ def pipeline_rate(seconds: float = 6.0) -> dict:
     leaf = SyntheticImages(3, 50)
     imgs = [leaf[k] for k in range(50)]
     out = {"threads": torch.get_num_threads()}
-    expand_to_input([(imgs[:4], 0)], recipe, spec)
+    expand_to_input([(imgs[:4], 0, 0)], recipe, spec)
     n, t0, k = 0, time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
-        n += len(expand_to_input([(imgs, k)], recipe, spec))
+        n += len(expand_to_input([(imgs, k, 0)], recipe, spec))
         k += 1
     out["new q/s"] = n / (time.perf_counter() - t0)
     pre = Preprocessing.from_pretrained_cfg(cfg)

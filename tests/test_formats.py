@@ -199,7 +199,7 @@ def _theirs_and_ours(folder, images):
     spec = InputSpec(size=ours.input_size[1:], crop_pct=ours.crop_pct, crop_mode=ours.crop_mode,
                      interpolation=ours.interpolation, mean=ours.mean, std=ours.std, crop_offset=ours.crop_offset,
                      bgr=ours.bgr)
-    device = expand_to_input([(images, 0)], Recipe(transforms_per_image=0), spec).numpy()
+    device = expand_to_input([(images, 0, 0)], Recipe(transforms_per_image=0), spec).numpy()
     return theirs, ours(images).numpy(), device
 
 
@@ -283,7 +283,7 @@ def test_a_mobilevit_repo_is_investigated_on_the_bgr_input_it_was_trained_on(tmp
     from plugin.core.recipe import Recipe
     from plugin.core.transforms import expand_to_input
 
-    bb.predict_tensor(expand_to_input([(images, 0)], Recipe(transforms_per_image=0), bb.input_spec))
+    bb.predict_tensor(expand_to_input([(images, 0, 0)], Recipe(transforms_per_image=0), bb.input_spec))
     assert len(seen) == 2
     for got in seen:
         assert float((got.float() - pixels).abs().max()) < 1e-4

@@ -299,7 +299,14 @@ def eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:
 
 def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe, leaves: list[str],
                     takers: np.ndarray | None = None, regions: dict | None = None) -> list[Cluster | None]:
-    """Picks one cluster per class.
+    """Picks one cluster per class (:func:`weighed_choice` without its pools and keys)."""
+    return weighed_choice(options, corpus, recipe, leaves, takers, regions)[0]
+
+
+def weighed_choice(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe, leaves: list[str],
+                   takers: np.ndarray | None = None,
+                   regions: dict | None = None) -> tuple[list[Cluster | None], list[list[Cluster]], list[list[float]]]:
+    """Picks one cluster per class; returns the choice, each class's pool, and each pooled cluster's key.
 
     A domain before a sink: with ``regions`` (:func:`leaf_regions`) and
     ``takers`` (per leaf, the class taking most of its copies, -1 for none),
@@ -314,18 +321,20 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
     win. Leaves, not LCA domains, because a generic domain ("whole") sits
     close to everything and would be rewarded for being vague. Coherence never
     moves an anchored class into another domain (:func:`_anchor_pools`), so a
-    mixed model keeps both of its domains.
+    mixed model keeps both of its domains. A key is what the choice maximised:
+    the objective plus the coherence bonus against the other classes' final
+    choices (the adaptive pass reads a rival's margin on it).
     """
     pools = [eligible(o, recipe) for o in options]
     if regions is not None:
         pools = _domains_first(pools, regions, takers)
     chosen = [max(p, key=lambda c: (round(c.objective, 12), len(c.members))) if p else None for p in pools]
     if recipe.coherence <= 0:
-        return chosen
+        return chosen, pools, [[c.objective for c in p] for p in pools]
     pools = _anchor_pools(pools, chosen, corpus.hierarchy, leaves, recipe, takers)
     used = sorted({j for p in pools for c in p for j in c.members})
     if not used:
-        return chosen
+        return chosen, pools, [[c.objective for c in p] for p in pools]
     col = {j: k for k, j in enumerate(used)}
     dist = corpus.hierarchy.distance_matrix([leaves[j] for j in used])
     close = np.where(dist == 0, 1.0, 1.0 / np.where(np.isfinite(dist) & (dist > 0), dist, np.inf))
@@ -345,26 +354,33 @@ def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe
         holds.append(np.zeros((len(pool), len(rows[-1]))))
         for n, c in enumerate(pool):
             holds[-1][n, [at[col[j]] for j in c.members]] = 1.0
+
+    def keyed(i: int, total: np.ndarray) -> list[float] | None:
+        others = total - weights(chosen[i])
+        n_others = others.sum()
+        if n_others <= 0:  # no other class to be coherent with: the choice stays
+            return None
+        # A cluster's bonus: the mean closeness of its leaves to the other classes' chosen leaves.
+        bonus = holds[i] @ (close[rows[i]] @ others) / holds[i].sum(axis=1) / n_others
+        return [c.objective + recipe.coherence * b for c, b in zip(pools[i], bonus.tolist())]
+
     for _ in range(recipe.coherence_rounds):
         changed = False
         total = sum(weights(c) for c in chosen)
         for i, pool in enumerate(pools):
-            if not pool:
+            bonused = keyed(i, total) if pool else None
+            if bonused is None:
                 continue
-            others = total - weights(chosen[i])
-            n_others = others.sum()
-            if n_others <= 0:
-                continue
-            # A cluster's bonus: the mean closeness of its leaves to the other classes' chosen leaves.
-            bonus = (holds[i] @ (close[rows[i]] @ others) / holds[i].sum(axis=1) / n_others).tolist()
-            keys = [(round(c.objective + recipe.coherence * b, 12), len(c.members)) for c, b in zip(pool, bonus)]
+            keys = [(round(k, 12), len(c.members)) for c, k in zip(pool, bonused)]
             best = pool[max(range(len(pool)), key=keys.__getitem__)]
             if best is not chosen[i]:
                 total += weights(best) - weights(chosen[i])
                 chosen[i], changed = best, True
         if not changed:
             break
-    return chosen
+    total = sum(weights(c) for c in chosen)
+    return chosen, pools, [(keyed(i, total) if pool else None) or [c.objective for c in pool]
+                           for i, pool in enumerate(pools)]
 
 
 def leaf_regions(sp: ScorePass, hier, recipe: Recipe, wanted, cache: dict) -> dict[int, np.ndarray]:

@@ -31,7 +31,7 @@ import numpy as np
 from plugin.core.clusters import leaf_regions, region_takers
 from plugin.core.findings import ClassFinding, Findings, Flag, Node
 from plugin.core.recipe import Recipe
-from plugin.core.scores import ScorePass
+from plugin.core.scores import ScorePass, wilson_lower_bound
 
 DECOY = "decoy-suspected"
 MIXED = "mixed-domains"
@@ -69,11 +69,25 @@ def _adjusted(sp: ScorePass, recipe: Recipe) -> np.ndarray:
     return sp.ranked(recipe.confidence_z)[0]  # the support-adjusted scores the search itself ranked by
 
 
+def _measured(i: int, nodes, sp: ScorePass, col: dict[str, int], recipe: Recipe) -> float:
+    """Class ``i``'s score on ``nodes`` as the images sent measure it: the Wilson bound counting them.
+
+    A cluster's functional score is adjusted for what its leaves can supply,
+    and an adaptive pass may have sent a runner-up 4 of its 50 images: 3 of 4
+    sandals as "one" is no evidence of a planted sandal class. An accusation
+    rests on the images that came back, as "found" does.
+    """
+    idx = [col[n.synset] for n in nodes]
+    sent = float(np.asarray(sp.totals)[idx].sum())
+    rate = float(np.asarray(sp.counts)[i, idx].sum()) / max(sent, 1.0)
+    return float(wilson_lower_bound(rate, float(np.asarray(sp.n_images)[idx].sum()), recipe.confidence_z))
+
+
 def decoy_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Recipe) -> list[Flag]:
     """``decoy-suspected``: classes paired one-to-one with leaves of a second, far domain.
 
-    A class qualifies when it is found, has a runner-up, and both scores
-    reach ``decoy_min_score``. Each qualifying class is a pair of best leaves
+    A class qualifies when it is found, has a runner-up, and both scores,
+    counting the images sent (:func:`_measured`), reach ``decoy_min_score``. Each qualifying class is a pair of best leaves
     (chosen side, runner-up side). Two classes belong to one decoy group when
     their pairs line up, side to side or crosswise (coherence may have put
     some classes on the planted side and others on the true one), with the
@@ -89,7 +103,8 @@ def decoy_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Re
     pairs = []  # (class, chosen best leaf, runner-up best leaf, finding)
     for c in classes:
         r = c.runner_up
-        if not (c.found and r and c.functional_score >= recipe.decoy_min_score and r.functional_score >= recipe.decoy_min_score):
+        if not (c.found and r and min(_measured(c.index, c.leaves, sp, col, recipe),
+                                      _measured(c.index, r.leaves, sp, col, recipe)) >= recipe.decoy_min_score):
             continue
         pairs.append((c.index, _best_leaf(c.index, [n.synset for n in c.leaves], adjusted, col),
                       _best_leaf(c.index, [n.synset for n in r.leaves], adjusted, col), c))

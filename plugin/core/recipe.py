@@ -145,6 +145,8 @@ class Recipe:
             problems.append("need stability_resamples >= 0 and stability_min in [0, 1]")
         if not 0 < self.min_samples_fraction <= 1:
             problems.append("min_samples_fraction must be in (0, 1]")
+        if self.seed < 0:
+            problems.append("seed must be >= 0")
         if problems:
             raise ConfigError("invalid recipe: " + "; ".join(problems))
 

@@ -181,9 +181,9 @@ def wilson_upper_bound(p: np.ndarray | float, n: np.ndarray | float, z: float) -
 Job = tuple[int, int, int]  # (leaf index, first image, stop image)
 
 
-def _seed(recipe: Recipe, j: int, start: int) -> int:
-    base = recipe.seed * 1_000_003 + j  # the exhaustive pass's per-leaf seed, kept for reproducibility
-    return base if start == 0 else base * 1_000_033 + start
+def _seed(recipe: Recipe, j: int) -> int:
+    """Leaf ``j``'s stream of copies (:func:`~plugin.core.transforms.image_draws`): one per leaf, not per job."""
+    return recipe.seed * 1_000_003 + j
 
 
 class _Pipeline:
@@ -274,13 +274,14 @@ class _Pipeline:
             if not batch:
                 return
             if self.spec is not None:
-                x = expand_to_input([(imgs, _seed(self.recipe, j, a)) for (j, a, _), imgs in batch], self.recipe, self.spec)
+                x = expand_to_input([(imgs, _seed(self.recipe, j), a) for (j, a, _), imgs in batch], self.recipe,
+                                    self.spec)
                 labels = self.bb.predict_tensor(x)
                 del x
             else:
                 expanded = []
                 for (j, a, _), imgs in batch:
-                    expanded += expand_leaf(imgs, self.recipe, seed=_seed(self.recipe, j, a))
+                    expanded += expand_leaf(imgs, self.recipe, seed=_seed(self.recipe, j), start=a)
                 labels = self.bb.predict(expanded)
                 del expanded
             if self.progress:

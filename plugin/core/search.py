@@ -10,20 +10,20 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from plugin.core.blackbox import BlackBox
-from plugin.core.clusters import (ClassSearch, Cluster, choose_clusters, class_clusters, eligible, finalize_class,
-                                  leaf_regions, runner_up, top_leaves)
+from plugin.core.clusters import (ClassSearch, Cluster, class_clusters, eligible, finalize_class, leaf_regions,
+                                  runner_up, top_leaves, weighed_choice)
 from plugin.core.corpus import Corpus
 from plugin.core.errors import CorpusError
 from plugin.core.findings import Findings, LeafSpend
 from plugin.core.flags import model_flags
 from plugin.core.recipe import Recipe
 from plugin.core.scores import (Progress, Resampler, ScorePass, effective_min_samples, filter_images, functional_scores,
-                                image_labels, leaf_spend, optimistic, unrefined)
+                                image_labels, leaf_spend, optimistic, unrefined, wilson_lower_bound, wilson_upper_bound)
 from plugin.core.verdict import model_verdict
 
 
@@ -32,7 +32,16 @@ def _scaled(sp: ScorePass, recipe: Recipe) -> Recipe:
     return recipe.replace(min_samples=effective_min_samples(sp, recipe))
 
 
-def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None):
+class Choice(NamedTuple):
+    """Steps 2-4 on one pass state: per class its candidate clusters, its pool, the pool's keys, and the choice."""
+
+    options: list[list[Cluster]]
+    chosen: list[Cluster | None]
+    pools: list[list[Cluster]]
+    keys: list[list[float]]
+
+
+def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None) -> Choice:
     """Per class its candidate clusters, and the chosen clusters; memoised per pass state.
 
     The adaptive pass takes this choice after each round, and once it settles, the search takes it
@@ -49,12 +58,13 @@ def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | N
     return memo[key]
 
 
-def _choose(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict):
+def _choose(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict) -> Choice:
     scaled = _scaled(sp, recipe)
     options = class_clusters(sp, corpus, scaled, cache)
     regions = (leaf_regions(sp, corpus.hierarchy, scaled, {j for o in options for c in o for j in c.members}, cache)
                if scaled.domain_radius > 0 else None)
-    return options, choose_clusters(options, corpus, scaled, sp.leaves, sp.takers, regions)
+    chosen, pools, keys = weighed_choice(options, corpus, scaled, sp.leaves, sp.takers, regions)
+    return Choice(options, chosen, pools, keys)
 
 
 def _fingerprint(sp: ScorePass) -> bytes:
@@ -143,7 +153,7 @@ def stability(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None 
     memo, key = cache.setdefault("stability", {}), _fingerprint(sp)
     if key in memo:
         return memo[key]
-    _, chosen = _steps_2_to_4(sp, corpus, recipe, cache)
+    chosen = _steps_2_to_4(sp, corpus, recipe, cache).chosen
     full = [answer_of(c) for c in chosen]
     n, b = len(chosen), recipe.stability_resamples
     votes = [Counter() for _ in range(n)]
@@ -188,12 +198,12 @@ def score_pass(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, progress: Pro
 
     def settle(sp: ScorePass) -> tuple[np.ndarray, int]:
         # Settled: every answer stable under the bootstrap, no leaf the pass has barely measured could
-        # still overturn one, and none ties with another cluster (the bootstrap only resamples what was
-        # sent, and a tie comes back in every resample).
+        # still overturn one, and none ties, or nearly ties, with another cluster of leaves (the bootstrap
+        # only resamples what was sent: a tie comes back in every resample, and so does 16 of 16).
         st = stability(sp, corpus, recipe, cache)
-        options, chosen = _steps_2_to_4(sp, corpus, recipe, cache)
-        rivals = overturners(sp, corpus, recipe, chosen, st.agree, cache) | ties(sp, options, chosen,
-                                                                                  _scaled(sp, recipe))
+        choice = _steps_2_to_4(sp, corpus, recipe, cache)
+        rivals = (overturners(sp, corpus, recipe, choice.chosen, st.agree, cache)
+                  | ties(sp, choice.options, choice.chosen, _scaled(sp, recipe)) | near_ties(sp, choice, recipe))
         return st.contested | rivals.any(axis=0), int(((st.share < recipe.stability_min) | rivals.any(axis=1)).sum())
 
     return functional_scores(blackbox, corpus, recipe, progress, reserve=reserve, settle=settle)
@@ -251,6 +261,49 @@ def ties(sp: ScorePass, options: list[list[Cluster]], chosen: list[Cluster | Non
     return out
 
 
+def near_ties(sp: ScorePass, choice: Choice, recipe: Recipe) -> np.ndarray:
+    """Per class and leaf, whether the leaf is in a race for the class that its unsent images could still turn.
+
+    A bootstrap cannot move a leaf it saw at 16 of 16 (a trouser leaf at 1.0
+    that the exhaustive pass measures at 0.92), and the choice between
+    {trouser} and {trouser, dress} may hang on a few hundredths. A rival is
+    any other cluster of the class's pool (``choice.pools``); the race is on
+    the keys the choice maximised (objective and coherence). It is open while
+    the chosen key's lead is within what the two clusters' leaves could still
+    move it: each leaf's rate shifted by its half-width at ``confidence_z``,
+    counting images, with the finite-population factor (a leaf sent all it
+    can supply is known), in the direction that hurts the chosen cluster.
+    The leaves of both clusters that can still grow stay open.
+    """
+    out = np.zeros(sp.scores.shape, dtype=bool)
+    n, cap = np.asarray(sp.n_images, dtype=float), np.asarray(sp.capacity, dtype=float)
+    p, z = sp.scores, recipe.confidence_z
+    images = np.maximum(n, 1)[None, :]
+    fpc = np.sqrt(np.maximum(cap - n, 0) / np.maximum(cap - 1, 1))[None, :]
+    half = (wilson_upper_bound(p, images, z) - wilson_lower_bound(p, images, z)) / 2 * fpc
+    tot, support = np.asarray(sp.totals, dtype=float), np.asarray(sp.support, dtype=float)
+    for i, (c, pool, keys) in enumerate(zip(choice.chosen, choice.pools, choice.keys)):
+        at = next((k for k, x in enumerate(pool) if x is c), None)
+        if c is None or c.weak or at is None:
+            continue
+        for x, kx in zip(pool, keys):
+            leaves = sorted(set(c.members) | set(x.members))
+            h = half[i, leaves]
+            gap = keys[at] - kx
+            # A pooled rate moves at most its leaves' largest shift, and the bound about as much (twice: safe).
+            if x.members == c.members or not h.any() or gap > 2 * recipe.alpha * h.max():
+                continue
+            wc = np.where(np.isin(leaves, c.members), tot[leaves], 0.0)
+            wx = np.where(np.isin(leaves, x.members), tot[leaves], 0.0)
+            wc, wx = wc / wc.sum(), wx / wx.sum()
+            moved = np.clip(p[i, leaves] - h * np.sign(wc - wx), 0, 1)
+            fc = wilson_lower_bound(float(moved @ wc), support[list(c.members)].sum(), z)
+            fx = wilson_lower_bound(float(moved @ wx), support[list(x.members)].sum(), z)
+            if gap <= recipe.alpha * ((c.functional - fc) - (x.functional - fx)) + 1e-12:
+                out[i, leaves] |= h > 0
+    return out
+
+
 def modal_choice(options: list[list[Cluster]], chosen: list[Cluster | None], st: Stability,
                  recipe: Recipe) -> list[Cluster | None]:
     """Per class the cluster of its modal answer: the chosen one if it has it, else the best eligible one that does.
@@ -305,7 +358,7 @@ def search(blackbox: BlackBox, corpus: Corpus, recipe: Recipe, model: str = "mod
     sp = score_pass(blackbox, corpus, recipe, progress, reserve=reserve, groups_cache=cache)
     logged = recipe
     recipe = _scaled(sp, recipe)
-    options, chosen = _steps_2_to_4(sp, corpus, logged, cache)
+    options, chosen = _steps_2_to_4(sp, corpus, logged, cache)[:2]
     st = stability(sp, corpus, logged, cache)
     chosen = modal_choice(options, chosen, st, recipe)
     shares = [st.share_of(i, answer_of(c)) for i, c in enumerate(chosen)]

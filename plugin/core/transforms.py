@@ -27,7 +27,7 @@ from plugin.core.images import as_rgb
 from plugin.core.recipe import Recipe
 
 _BATCH_RESIZE_PIXELS = 128 * 128  # on CPU, images up to this size are resized in one call per shape
-_NOISE_BANK = 16  # noise planes drawn per batch; each copy takes one, with a random sign
+_NOISE_BANK = 16  # noise planes per pass and plane shape; each copy takes one, with a random sign
 
 
 def _perspective_matrices(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -66,6 +66,24 @@ def homographies_per_image(sizes: Sequence[tuple[int, int]], r: int, recipe: Rec
 def _draws(m: int, r: int, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
     """The uniforms behind ``r`` homographies for each of ``m`` images, a row per image."""
     return rng.random((m, r * (3 + (8 if recipe.perspective else 0)))) if m and r else np.zeros((m, 0))
+
+
+def image_draws(seed: int, start: int, m: int, r: int, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+    """The uniforms of images ``start .. start + m`` of a leaf: rows of the leaf's one stream ``seed``.
+
+    Image k's copies depend on the leaf's seed and on k alone, not on the job,
+    chunk or round that carries it: an adaptive pass sends each image the very
+    copies the exhaustive pass sends it, and a GPU (larger chunks) the copies a CPU does.
+
+    Returns:
+        ``(m, r * (3 [+ 8]))`` homography uniforms (the layout of :func:`_draws`), and
+        ``(m, r, 2)`` noise uniforms per copy (which plane, which sign).
+    """
+    width = r * (3 + (8 if recipe.perspective else 0))
+    if not (m and r):
+        return np.zeros((m, width)), np.zeros((m, r, 2))
+    u = np.random.default_rng(seed).random((start + m, width + 2 * r))[start:]  # a leaf's rows: 50 x 39 numbers
+    return u[:, :width], u[:, width:].reshape(m, r, 2)
 
 
 def _homographies(u: np.ndarray, sizes: Sequence[tuple[int, int]], r: int, recipe: Recipe) -> np.ndarray:
@@ -143,29 +161,29 @@ def warp(batch, homographies: np.ndarray):
                                            padding_mode="zeros", align_corners=False)
 
 
-def expand_leaf(images: Sequence[np.ndarray], recipe: Recipe, seed: int) -> list[np.ndarray]:
+def expand_leaf(images: Sequence[np.ndarray], recipe: Recipe, seed: int, start: int = 0) -> list[np.ndarray]:
     """Returns ``copies_per_image`` raw uint8 copies of each image, image-major.
 
-    Copy 0 is the original when ``include_original`` is set. Seeding per leaf
-    keeps results independent of corpus order and batch size.
+    Copy 0 is the original when ``include_original`` is set. ``images`` are
+    images ``start ..`` of the leaf whose stream is ``seed`` (:func:`image_draws`):
+    a copy does not depend on corpus order, batch size or the pass.
     """
     import torch
 
-    rng = np.random.default_rng(seed)
     r = recipe.transforms_per_image
     imgs = [as_rgb(im) for im in images]
     copies: list[list[np.ndarray]] = [[im] if recipe.include_original else [] for im in imgs]
     if r:
+        hom, picks = image_draws(seed, start, len(imgs), r, recipe)
         by_shape: dict[tuple, list[int]] = {}
         for idx, im in enumerate(imgs):
             by_shape.setdefault(im.shape, []).append(idx)
         for (h, w, _), idxs in by_shape.items():
             batch = torch.from_numpy(np.stack([imgs[i] for i in idxs])).permute(0, 3, 1, 2)
             batch = batch.repeat_interleave(r, dim=0)
-            warped = warp(batch, random_homographies(len(batch), h, w, recipe, rng))
+            warped = warp(batch, _homographies(hom[idxs], [(h, w)] * len(idxs), r, recipe))
             if recipe.noise:
-                amp = recipe.noise * 255
-                warped += torch.from_numpy(rng.uniform(-amp, amp, size=tuple(warped.shape)).astype(np.float32))
+                _add_noise(warped.view(len(idxs), r, 3, h, w), recipe, picks[idxs], warped.device)
             arr = warped.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for pos, i in enumerate(idxs):
                 copies[i].extend(arr[pos * r : (pos + 1) * r])
@@ -235,11 +253,12 @@ def resize_batch(images: Sequence, spec, device: str | None = None) -> list:
     return out
 
 
-def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
+def expand_to_input(jobs: Sequence[tuple[Sequence, int, int]], recipe: Recipe, spec):
     """The model's input for every copy of every image of ``jobs``, as one tensor.
 
     Args:
-        jobs: ``(images, seed)`` pairs; images are raw HxWx3 uint8 arrays or
+        jobs: ``(images, seed, start)``: images ``start ..`` of the leaf whose stream is ``seed``
+            (:func:`image_draws`); images are raw HxWx3 uint8 arrays or
             ``(3, h, w)`` uint8 tensors already at the spec's pre-crop size.
         spec: the black box's :class:`~plugin.core.blackbox.InputSpec`.
 
@@ -252,14 +271,14 @@ def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
     dev = torch.device(spec.device)
     oh, ow = spec.size
     r, k = recipe.transforms_per_image, recipe.copies_per_image
-    resized, draws, seeds = [], [], []
-    raw = [img for images, _ in jobs for img in images if not hasattr(img, "permute")]
+    resized, draws, picks = [], [], []
+    raw = [img for images, _, _ in jobs for img in images if not hasattr(img, "permute")]
     done = iter(resize_batch(raw, spec) if raw else [])  # one resize per image shape, not per image
-    for images, seed in jobs:
-        rng = np.random.default_rng(seed)
+    for images, seed, start in jobs:
         resized += [img if hasattr(img, "permute") else next(done) for img in images]
-        draws.append(_draws(len(images), r, recipe, rng))  # each job its own stream, as expand_leaf
-        seeds.append(int(rng.integers(2**62)))
+        hom, pick = image_draws(seed, start, len(images), r, recipe)  # each image its own rows, as expand_leaf
+        draws.append(hom)
+        picks.append(pick)
     n = len(resized)
     if n == 0:
         return torch.zeros((0, 3, oh, ow), device=dev, dtype=getattr(torch, spec.dtype))
@@ -309,7 +328,7 @@ def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
         del grid
         warped = warped.view(n, 3, r, oh, ow).transpose(1, 2)
         if recipe.noise:
-            _add_noise(warped, recipe.noise * 255, seeds, dev)
+            _add_noise(warped, recipe, np.concatenate(picks), dev)
         out.view(n, k, 3, oh, ow)[:, k - r :] = warped
         del warped
     out.clamp_(0, 255)
@@ -321,20 +340,23 @@ def expand_to_input(jobs: Sequence[tuple[Sequence, int]], recipe: Recipe, spec):
     return out.to(getattr(torch, spec.dtype))
 
 
-def _add_noise(x, amp: float, seeds: list[int], dev) -> None:
-    """Adds uniform noise in ``[-amp, amp]`` to every copy, in place.
+def _add_noise(x, recipe: Recipe, picks: np.ndarray, dev) -> None:
+    """Adds uniform noise in ``[-amp, amp]`` (``noise`` x 255) to every copy of ``x`` (n, r, c, h, w), in place.
 
     Drawing a fresh plane per copy costs as much as the warp on CPU; copies
     instead take one of a few planes, each with a random sign (uniform noise
-    is symmetric), seeded by the batch's jobs: as good as independent noise
-    for a classifier, at the cost of one fused multiply-add.
+    is symmetric): as good as independent noise for a classifier, at the cost
+    of one fused multiply-add. The planes come from the recipe's seed and the
+    plane shape, and each copy's plane and sign from its image's ``picks``
+    (:func:`image_draws`), so a copy's noise does not depend on its batch.
     """
     import torch
 
-    *lead, c, h, w = x.shape
-    n = int(np.prod(lead))
-    g = torch.Generator(device="cpu").manual_seed(hash(tuple(seeds)) & (2**63 - 1))
-    bank = (torch.rand((min(_NOISE_BANK, n), c, h, w), generator=g) * (2 * amp) - amp).to(dev)
-    pick = torch.randint(0, len(bank), (n,), generator=g).to(dev)
-    sign = (torch.randint(0, 2, (n, 1, 1, 1), generator=g) * 2 - 1).float().to(dev)
-    x.addcmul_(bank[pick].view(x.shape), sign.view(*lead, 1, 1, 1))
+    n, r, *plane = x.shape
+    amp = recipe.noise * 255
+    state = np.random.SeedSequence([recipe.seed, *plane]).generate_state(1, np.uint64)
+    g = torch.Generator(device="cpu").manual_seed(int(state[0]) & (2**63 - 1))
+    bank = (torch.rand((_NOISE_BANK, *plane), generator=g) * (2 * amp) - amp).to(dev)
+    pick = torch.from_numpy(np.minimum((picks[..., 0] * _NOISE_BANK).astype(np.int64), _NOISE_BANK - 1)).to(dev)
+    sign = torch.from_numpy(np.where(picks[..., 1] < 0.5, -1.0, 1.0).astype(np.float32)).to(dev)
+    x.addcmul_(bank[pick.view(-1)].view(x.shape), sign.view(n, r, 1, 1, 1))
