@@ -84,6 +84,37 @@ def test_planted_decoy_is_flagged_with_its_pairing(tree):
     assert not [f for f in flags if f.kind == SINK]
 
 
+def test_a_decoy_rests_on_images_sent_not_on_what_a_leaf_could_supply(tree):
+    """The adaptive pass may send a runner-up leaf 6 of its 30 images: 4 of 6 is no planted class.
+
+    Scored for what the leaf can supply (30 images), 4 of 6 passes ``decoy_min_score``; counting the
+    6 images sent it does not. A planted leaf the model takes at 6 of 6 is flagged all the same.
+    """
+    answers = {g: {i: 27} for i, g in enumerate(GARMENTS)}
+    answers.update({d: {i: 25} for i, d in enumerate(PLANTED)})
+    full, corpus = exact_pass(tree, answers, 5)
+
+    def sent_six(taken: int) -> ScorePass:
+        labels = [lab.copy() for lab in full.labels]
+        n = np.full(len(full.leaves), N)
+        for i, d in enumerate(PLANTED):
+            j = full.leaves.index(d)
+            labels[j] = np.repeat(np.array([i] * taken + [-1] * (6 - taken))[:, None], 2, axis=1)
+            n[j] = 6
+        counts = np.zeros_like(full.counts)
+        for j, lab in enumerate(labels):
+            for c in lab.ravel():
+                if c >= 0:
+                    counts[c, j] += 1
+        return ScorePass(full.leaves, counts, 2 * n, n, labels, int(2 * n.sum()), 0.0, capacity=np.full(len(n), N))
+
+    found, flags = run(sent_six(4), corpus)
+    assert all(c.runner_up and c.runner_up.functional_score >= RECIPE.decoy_min_score for c in found[:4])
+    assert DECOY not in {f.kind for f in flags}
+    _, flags = run(sent_six(6), corpus)
+    assert [f.classes for f in flags if f.kind == DECOY] == [(0, 1, 2, 3)]
+
+
 def test_a_sink_is_not_a_decoy(tree):
     """One class taking every digit (footwear's ankle boot) is a sink, not a planted pairing."""
     answers = {SANDAL: {0: 28}, GYM_SHOE: {1: 28}, BOOT: {2: 25}}

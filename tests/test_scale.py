@@ -222,7 +222,7 @@ def test_generality_scales_with_what_a_leaf_can_supply():
 
 
 @pytest.mark.parametrize("bad", [{"score_pass": "lazy"}, {"adaptive_growth": 1.0}, {"leaf_query_budget": 2},
-                                 {"min_samples_fraction": 0}])
+                                 {"min_samples_fraction": 0}, {"seed": -1}])
 def test_adaptive_knobs_are_validated(bad):
     with pytest.raises(ConfigError):
         Recipe(**bad)
