@@ -87,8 +87,9 @@ def decoy_flags(classes: Sequence[ClassFinding], sp: ScorePass, hier, recipe: Re
     """``decoy-suspected``: classes paired one-to-one with leaves of a second, far domain.
 
     A class qualifies when it is found, has a runner-up, and both scores,
-    counting the images sent (:func:`_measured`), reach ``decoy_min_score``. Each qualifying class is a pair of best leaves
-    (chosen side, runner-up side). Two classes belong to one decoy group when
+    counting the images sent (:func:`_measured`), reach ``decoy_min_score``.
+    Each qualifying class is a pair of best leaves (chosen side, runner-up
+    side). Two classes belong to one decoy group when
     their pairs line up, side to side or crosswise (coherence may have put
     some classes on the planted side and others on the true one), with the
     leaves of a side closer than ``mixed_domain_distance``. A group of at
