@@ -300,12 +300,12 @@ def eligible(clusters: list[Cluster], recipe: Recipe) -> list[Cluster]:
 def choose_clusters(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe, leaves: list[str],
                     takers: np.ndarray | None = None, regions: dict | None = None) -> list[Cluster | None]:
     """Picks one cluster per class (:func:`weighed_choice` without its pools and keys)."""
-    return weighed_choice(options, corpus, recipe, leaves, takers, regions)[0]
+    return weighed_choice(options, corpus, recipe, leaves, takers, regions, with_keys=False)[0]
 
 
 def weighed_choice(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe, leaves: list[str],
-                   takers: np.ndarray | None = None,
-                   regions: dict | None = None) -> tuple[list[Cluster | None], list[list[Cluster]], list[list[float]]]:
+                   takers: np.ndarray | None = None, regions: dict | None = None,
+                   with_keys: bool = True) -> tuple[list[Cluster | None], list[list[Cluster]], list[list[float]] | None]:
     """Picks one cluster per class; returns the choice, each class's pool, and each pooled cluster's key.
 
     A domain before a sink: with ``regions`` (:func:`leaf_regions`) and
@@ -323,7 +323,8 @@ def weighed_choice(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe,
     moves an anchored class into another domain (:func:`_anchor_pools`), so a
     mixed model keeps both of its domains. A key is what the choice maximised:
     the objective plus the coherence bonus against the other classes' final
-    choices (the adaptive pass reads a rival's margin on it).
+    choices (the adaptive pass reads a rival's margin on it). ``with_keys=False`` leaves them out
+    (``None``): a bootstrap resample only needs the choice, and the keys cost a sixth of it.
     """
     pools = [eligible(o, recipe) for o in options]
     if regions is not None:
@@ -378,6 +379,8 @@ def weighed_choice(options: list[list[Cluster]], corpus: Corpus, recipe: Recipe,
                 chosen[i], changed = best, True
         if not changed:
             break
+    if not with_keys:
+        return chosen, pools, None
     total = sum(weights(c) for c in chosen)
     return chosen, pools, [(keyed(i, total) if pool else None) or [c.objective for c in pool]
                            for i, pool in enumerate(pools)]

@@ -38,7 +38,7 @@ class Choice(NamedTuple):
     options: list[list[Cluster]]
     chosen: list[Cluster | None]
     pools: list[list[Cluster]]
-    keys: list[list[float]]
+    keys: list[list[float]] | None  # None when not asked for (:func:`_choose`)
 
 
 def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None) -> Choice:
@@ -58,12 +58,12 @@ def _steps_2_to_4(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | N
     return memo[key]
 
 
-def _choose(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict) -> Choice:
+def _choose(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict, with_keys: bool = True) -> Choice:
     scaled = _scaled(sp, recipe)
     options = class_clusters(sp, corpus, scaled, cache)
     regions = (leaf_regions(sp, corpus.hierarchy, scaled, {j for o in options for c in o for j in c.members}, cache)
                if scaled.domain_radius > 0 else None)
-    chosen, pools, keys = weighed_choice(options, corpus, scaled, sp.leaves, sp.takers, regions)
+    chosen, pools, keys = weighed_choice(options, corpus, scaled, sp.leaves, sp.takers, regions, with_keys)
     return Choice(options, chosen, pools, keys)
 
 
@@ -162,7 +162,7 @@ def stability(sp: ScorePass, corpus: Corpus, recipe: Recipe, cache: dict | None 
         draws = Resampler(sp, recipe)
         rng = np.random.default_rng([recipe.seed, 19])  # the same resamples for the same evidence
         for _ in range(b):
-            for i, c in enumerate(_choose(draws.draw(rng), corpus, recipe, cache)[1]):
+            for i, c in enumerate(_choose(draws.draw(rng), corpus, recipe, cache, with_keys=False).chosen):
                 votes[i][answer_of(c)] += 1
                 if c is not None:
                     seen[i].update(c.members)
@@ -230,7 +230,8 @@ def overturners(sp: ScorePass, corpus: Corpus, recipe: Recipe, chosen: list[Clus
     out = np.zeros(sp.scores.shape, dtype=bool)
     if not raised.any():
         return out
-    for i, (c, alt) in enumerate(zip(chosen, _choose(best, corpus, recipe, {} if cache is None else cache)[1])):
+    for i, (c, alt) in enumerate(zip(chosen, _choose(best, corpus, recipe, {} if cache is None else cache,
+                                                     with_keys=False).chosen)):
         if alt is not None and not agree(answer_of(alt), answer_of(c)):
             out[i, list(alt.members)] = raised[i, list(alt.members)]
     return out
