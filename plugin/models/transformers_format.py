@@ -130,6 +130,10 @@ class TransformersFormat:
 
     def preflight(self, folder: Path):
         """Config, labels, preprocessing and weights headers (or the pickle allowlist); no model code."""
+        return self._checked(folder)[0]
+
+    def _checked(self, folder: Path):
+        """:meth:`preflight`'s checkpoint info, and the preprocessing it resolved (``load`` needs both)."""
         from plugin.models.checkpoint import CheckpointInfo, check_safetensors_header, sha256_file
         from plugin.models.pickle_guard import check_checkpoint_pickles
 
@@ -167,7 +171,7 @@ class TransformersFormat:
         return CheckpointInfo(path=str(folder), architecture=str(archs[0]), num_classes=num_classes,
                               label_names=label_names_of({**raw, "num_classes": num_classes}),
                               pretrained_cfg={"input_size": list(pre.input_size)}, weights_file=weights[0],
-                              sha256={n: sha256_file(folder / n) for n in files})
+                              sha256={n: sha256_file(folder / n) for n in files}), pre
 
     @staticmethod
     def _shards(folder: Path) -> list[str]:
@@ -186,9 +190,8 @@ class TransformersFormat:
         """The model as a :class:`~plugin.models.torch_blackbox.TorchBlackBox`, its logits never leaving it."""
         from plugin.models.torch_blackbox import TorchBlackBox
 
-        info = self.preflight(folder)
+        info, pre = self._checked(folder)
         model = _build(folder, info)
-        pre = model_preprocessing(folder, read_folder_config(folder) or {})
         return TorchBlackBox(logits_module(model), pre, info.num_classes, info=info, **kwargs)
 
 
